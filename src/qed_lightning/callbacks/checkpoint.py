@@ -1,0 +1,60 @@
+"""Checkpoint cadence and retention: the newest ``keep_last`` step checkpoints plus
+``last.ckpt``, every write atomic, and the final step always saved."""
+from __future__ import annotations
+
+import warnings
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from qed_lightning.checkpointing.atomic_io import AtomicCheckpointIO
+
+# qed modules optimize manually, one optimizer step per batch; the state after the
+# step is exactly what a checkpoint should hold, so Lightning's caution is noise here.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+
+
+class QedCheckpoint(ModelCheckpoint):
+    """Keeps the latest checkpoints by step.
+
+    Args:
+        dirpath: Where to write; defaults to ``<log_dir>/checkpoints``.
+        every_n_train_steps: Save every this many optimizer steps (the end of
+            training is always saved).
+        keep_last: How many step checkpoints to keep (``-1`` keeps all).
+        save_last: Also maintain ``last.ckpt`` for resuming.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        every_n_train_steps: int = 50,
+        keep_last: int = 2,
+        save_last: bool = True,
+    ) -> None:
+        # "step" is always among ModelCheckpoint's monitor candidates, so ranking by
+        # it (mode="max") keeps the newest ``keep_last`` files.
+        super().__init__(
+            dirpath=dirpath,
+            filename="step{step:06d}",
+            auto_insert_metric_name=False,
+            monitor="step",
+            mode="max",
+            save_top_k=keep_last,
+            every_n_train_steps=every_n_train_steps,
+            save_last=save_last,
+        )
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # Installed here so that every save of the run (ours and trainer.save_checkpoint)
+        # is atomic; a user-provided IO plugin of another kind is left alone.
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        super().on_train_end(trainer, pl_module)

@@ -1,0 +1,83 @@
+"""The ``qed`` command: LightningCLI with qed's defaults, plus ``qed export``.
+
+    qed fit --config configs/demo/sft.yaml --trainer.max_epochs=2
+    qed fit --config configs/sft/qed_nano_sft.yaml --print_config
+    qed export runs/.../checkpoints/last.ckpt out/model
+
+Every run logs ``metrics.csv`` (CSVLogger under ``runs/``), the resolved
+``config.yaml`` and ``run_metadata.json``; checkpoints go to ``<log_dir>/checkpoints``
+and a Hugging Face export to ``<log_dir>/hf_export`` when ``fit`` ends. Any setting
+can also come from an environment variable ``PL_<SUBCOMMAND>__<KEY>`` (e.g.
+``PL_FIT__TRAINER__MAX_EPOCHS=3``)."""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+from qed_lightning.callbacks import HFExportCallback, QedCheckpoint, RunMetadataCallback
+
+EXPORT_HELP = "qed export CHECKPOINT OUTPUT_DIR   write a Hugging Face model from a saved checkpoint"
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": "runs", "name": "qed"},
+    },
+    # The SFT and rollout loaders shard by rank themselves (whole optimizer steps,
+    # whole groups); Lightning's DistributedSampler would split them again.
+    "use_distributed_sampler": False,
+    "log_every_n_steps": 1,
+}
+
+
+class QedCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        # Always-on callbacks get their own config sections (``checkpoint:``,
+        # ``export:``), so presets layered on ``trainer.callbacks`` cannot drop them.
+        parser.add_lightning_class_args(QedCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(HFExportCallback, "export")
+
+
+def run_cli(args: Sequence[str] | None = None, run: bool = True) -> QedCLI:
+    return QedCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=RunMetadataCallback,
+        # A requeued job continues in its own log directory and rewrites its config.
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults=TRAINER_DEFAULTS,
+        parser_kwargs={
+            "default_env": True,
+            "env_prefix": "PL",
+            "description": f"qed_lightning trainer.  Also: {EXPORT_HELP}",
+        },
+        args=args,
+        run=run,
+    )
+
+
+def export_main(args: Sequence[str]) -> None:
+    from jsonargparse import CLI
+
+    from qed_lightning.export import export_checkpoint
+
+    out = CLI(export_checkpoint, args=list(args), as_positional=True)
+    print(f"exported to {out}")
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of ``qed``; pass ``args`` to call it from tests and notebooks."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "export":
+        export_main(argv[1:])
+        return
+    run_cli(None if args is None else argv)
+
+
+if __name__ == "__main__":
+    main()

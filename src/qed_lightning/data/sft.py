@@ -1,0 +1,171 @@
+"""The SFT DataModule: rows from a source, rendered through the policy's chat
+template, over-long samples dropped (counted) or refused, and served as one
+optimizer step per batch (see ``steps.py``)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from qed_lightning.data.records import SFTColumns, rows_to_sft_examples
+from qed_lightning.data.rendering import TokenizedExample, render_sft_example
+from qed_lightning.data.sources import DataSourceError, iter_rows
+from qed_lightning.data.steps import ExampleList, StepCollator, StepSampler
+
+OVERLONG_POLICIES = ("drop", "error")
+
+
+@dataclass
+class SFTDataStats:
+    rows: int = 0
+    skipped_bad_rows: int = 0
+    dropped_overlong: int = 0
+    train_examples: int = 0
+    val_examples: int = 0
+    train_tokens: int = 0
+
+
+class SFTDataModule(pl.LightningDataModule):
+    """Supervised fine-tuning data.
+
+    Args:
+        source: ``demo`` (shipped), a local .jsonl/.json/.csv/.parquet file, or a hub dataset id.
+        config_name: Hub dataset config (FineProofs-SFT: ``default`` or ``all``).
+        split: Dataset split.
+        revision: Hub dataset revision (commit or tag) for reproducible runs.
+        problem_column: Column with the problem statement.
+        response_column: Column with the proof (the text after the reasoning).
+        reasoning_column: Column with the chain of thought, or null.
+        id_column: Column with a row id, or null to name rows by position.
+        prompt_template: User turn; ``{problem}`` is replaced by the statement.
+        system_prompt: Optional system turn.
+        max_length: Longest sample in tokens (prompt + completion).
+        on_overlong: ``drop`` (count and log) or ``error`` (name the row).
+        on_bad_row: ``error`` (name the row) or ``skip`` (count and log).
+        samples_per_step: Samples per optimizer step, across all ranks (global batch).
+        packing: Pack samples into rows with per-sample position ids; else pad.
+        micro_batch_tokens: Tokens per packed micro-batch row (>= max_length).
+        micro_batch_size: Samples per padded micro-batch (when packing is off).
+        val_fraction: Share of examples held out for validation loss.
+        shuffle: Reshuffle the training examples every epoch.
+        seed: Seed of the shuffle and of the validation split.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        source: str = "demo",
+        config_name: str | None = None,
+        split: str = "train",
+        revision: str | None = None,
+        problem_column: str = "problem",
+        response_column: str = "proof",
+        reasoning_column: str | None = "reasoning_content",
+        id_column: str | None = None,
+        prompt_template: str = "{problem}",
+        system_prompt: str | None = None,
+        max_length: int = 4096,
+        on_overlong: str = "drop",
+        on_bad_row: str = "error",
+        samples_per_step: int = 32,
+        packing: bool = True,
+        micro_batch_tokens: int = 8192,
+        micro_batch_size: int = 4,
+        val_fraction: float = 0.0,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if on_overlong not in OVERLONG_POLICIES:
+            raise ValueError(f"on_overlong must be one of {OVERLONG_POLICIES}, got {on_overlong!r}")
+        if packing and micro_batch_tokens < max_length:
+            raise ValueError(
+                f"micro_batch_tokens ({micro_batch_tokens}) must be >= max_length ({max_length}) when packing"
+            )
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.save_hyperparameters()
+        self.columns = SFTColumns(
+            problem=problem_column, response=response_column, reasoning=reasoning_column, id=id_column
+        )
+        self.tokenizer = None
+        self.stats = SFTDataStats()
+        self.train_examples: list[TokenizedExample] = []
+        self.val_examples: list[TokenizedExample] = []
+
+    def _tokenizer(self):
+        if self.tokenizer is None:
+            if self.trainer is None or not hasattr(self.trainer.lightning_module, "tokenizer"):
+                raise RuntimeError("SFTDataModule needs a tokenizer: attach it to a Trainer with an SFTModule or set .tokenizer")
+            self.tokenizer = self.trainer.lightning_module.tokenizer
+        return self.tokenizer
+
+    def load_examples(self) -> list[TokenizedExample]:
+        hp = self.hparams
+        rows = iter_rows(hp.source, config_name=hp.config_name, split=hp.split, revision=hp.revision)
+        examples, report = rows_to_sft_examples(
+            rows, self.columns, prompt_template=hp.prompt_template,
+            system_prompt=hp.system_prompt, on_bad_row=hp.on_bad_row,
+        )
+        self.stats.rows = report.kept + report.total_skipped
+        self.stats.skipped_bad_rows = report.total_skipped
+        tokenizer = self._tokenizer()
+        kept = []
+        for example in examples:
+            tokenized = render_sft_example(tokenizer, example)
+            if len(tokenized.input_ids) > hp.max_length:
+                if hp.on_overlong == "error":
+                    raise DataSourceError(
+                        f"{example.id}: {len(tokenized.input_ids)} tokens exceed max_length={hp.max_length} "
+                        "(raise max_length, or set on_overlong: drop)"
+                    )
+                self.stats.dropped_overlong += 1
+                continue
+            kept.append(tokenized)
+        if not kept:
+            raise DataSourceError(
+                f"{hp.source}: all {len(examples)} examples exceed max_length={hp.max_length}"
+            )
+        return kept
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_examples:
+            return
+        examples = self.load_examples()
+        n_val = int(len(examples) * self.hparams.val_fraction)
+        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
+        self.val_examples = [examples[i] for i in order[:n_val]]
+        self.train_examples = [examples[i] for i in sorted(order[n_val:])]
+        s = self.stats
+        s.train_examples, s.val_examples = len(self.train_examples), len(self.val_examples)
+        s.train_tokens = sum(len(e.input_ids) for e in self.train_examples)
+        rank_zero_info(
+            f"SFT data from {self.hparams.source}: {s.rows} rows, {s.skipped_bad_rows} bad rows skipped, "
+            f"{s.dropped_overlong} over max_length={self.hparams.max_length} dropped, "
+            f"{s.train_examples} train / {s.val_examples} val examples, {s.train_tokens} train tokens"
+        )
+
+    def _loader(self, examples: list[TokenizedExample], shuffle: bool) -> torch.utils.data.DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        hp = self.hparams
+        sampler = StepSampler(
+            len(examples), hp.samples_per_step, shuffle=shuffle, seed=hp.seed, rank=rank, world_size=world
+        )
+        collate = StepCollator(
+            self._tokenizer().pad_token_id, packing=hp.packing,
+            micro_batch_tokens=hp.micro_batch_tokens, micro_batch_size=hp.micro_batch_size,
+        )
+        return torch.utils.data.DataLoader(
+            ExampleList(examples), batch_sampler=sampler, collate_fn=collate, num_workers=hp.num_workers
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.train_examples, self.hparams.shuffle)
+
+    def val_dataloader(self):
+        return self._loader(self.val_examples, False) if self.val_examples else []

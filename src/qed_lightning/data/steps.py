@@ -1,0 +1,115 @@
+"""Optimizer-step batches: each item the SFT loader yields is one optimizer step's
+samples for this rank, already split into token-bounded micro-batches. Knowing the
+whole step up front is what lets the loss use one global token count as normaliser,
+however the samples are packed or accumulated."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from qed_lightning.data.packing import PackedBatch, collate_packed, collate_padded, pack_examples
+from qed_lightning.data.rendering import TokenizedExample
+
+
+@dataclass
+class StepBatch:
+    """One optimizer step for one rank."""
+
+    micro_batches: list[PackedBatch]
+    num_samples: int
+    num_tokens: int  # real (non-padding) tokens
+
+    @property
+    def num_target_tokens(self) -> int:
+        # The loss predicts labels[:, 1:] from positions [:, :-1].
+        return int(sum((mb.labels[:, 1:] != -100).sum().item() for mb in self.micro_batches))
+
+
+class StepSampler(torch.utils.data.Sampler[list[int]]):
+    """Yields, per optimizer step, this rank's share of ``samples_per_step`` example
+    indices; reshuffled each epoch from ``seed`` (Lightning calls ``set_epoch``)."""
+
+    def __init__(
+        self,
+        num_examples: int,
+        samples_per_step: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if samples_per_step < world_size:
+            raise ValueError(f"samples_per_step ({samples_per_step}) must be >= world size ({world_size})")
+        self.num_examples = num_examples
+        self.samples_per_step = samples_per_step
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_examples / self.samples_per_step)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_examples, generator=gen).tolist()
+        else:
+            order = list(range(self.num_examples))
+        for start in range(0, self.num_examples, self.samples_per_step):
+            step = order[start : start + self.samples_per_step]
+            share = step[self.rank :: self.world_size]
+            # A short last step can leave a rank without samples; it repeats one so
+            # every rank runs the same number of collectives (its labels are zeroed).
+            yield share if share else [-1 - step[0]]
+
+
+class StepCollator:
+    """Turns one step's examples into micro-batches: packed rows of at most
+    ``micro_batch_tokens`` tokens, or padded rows of ``micro_batch_size`` samples."""
+
+    def __init__(self, pad_id: int, *, packing: bool, micro_batch_tokens: int, micro_batch_size: int) -> None:
+        self.pad_id = pad_id
+        self.packing = packing
+        self.micro_batch_tokens = micro_batch_tokens
+        self.micro_batch_size = micro_batch_size
+
+    def __call__(self, examples: Sequence[TokenizedExample]) -> StepBatch:
+        if self.packing:
+            bins = pack_examples(list(examples), self.micro_batch_tokens)
+            micro = [collate_packed([b], self.pad_id) for b in bins]
+        else:
+            micro = [
+                collate_padded(list(examples[i : i + self.micro_batch_size]), self.pad_id)
+                for i in range(0, len(examples), self.micro_batch_size)
+            ]
+        return StepBatch(
+            micro_batches=micro,
+            num_samples=len(examples),
+            num_tokens=sum(len(ex.input_ids) for ex in examples),
+        )
+
+
+class ExampleList(torch.utils.data.Dataset):
+    """Tokenized examples; a negative index (see ``StepSampler``) is a padding copy
+    of example ``-1 - index`` whose labels are all ignored."""
+
+    def __init__(self, examples: Sequence[TokenizedExample]) -> None:
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> TokenizedExample:
+        if index >= 0:
+            return self.examples[index]
+        ex = self.examples[-1 - index]
+        return TokenizedExample(id=f"{ex.id}#pad", input_ids=ex.input_ids, labels=[-100] * len(ex.labels))

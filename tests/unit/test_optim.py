@@ -1,0 +1,49 @@
+import math
+
+import pytest
+import torch
+
+from qed_lightning.optim import build_optimizer, build_scheduler, cosine_with_warmup, constant_with_warmup
+
+
+def test_cosine_with_warmup_hand_values():
+    f = lambda s: cosine_with_warmup(s, total_steps=10, warmup_steps=2)  # noqa: E731
+    assert [f(0), f(1)] == [0.5, 1.0]
+    assert f(2) == pytest.approx(1.0)
+    # halfway through the 8 decay steps: cos(pi/2) -> 0.5
+    assert f(6) == pytest.approx(0.5)
+    assert f(10) == pytest.approx(0.0, abs=1e-12)
+    assert cosine_with_warmup(4, total_steps=4, warmup_steps=0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_constant_with_warmup():
+    assert [constant_with_warmup(s, total_steps=5, warmup_steps=2) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+
+
+def test_scheduler_drives_the_optimizer_lr():
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = build_optimizer("adamw", [p], lr=1.0, weight_decay=0.0)
+    sched = build_scheduler("cosine", opt, total_steps=4, warmup_ratio=0.25)  # 1 warmup step
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1.0)
+    assert lrs[2] == pytest.approx(0.5 * (1 + math.cos(math.pi / 3)))
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="unknown optimizer 'sgdx'"):
+        build_optimizer("sgdx", [], lr=1.0, weight_decay=0.0)
+    opt = build_optimizer("adamw", [torch.nn.Parameter(torch.zeros(1))], lr=1.0, weight_decay=0.0)
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        build_scheduler("linearx", opt, total_steps=3, warmup_ratio=0.0)
+
+
+def test_adamw_8bit_steps_on_cpu():
+    p = torch.nn.Parameter(torch.ones(64, 64))
+    opt = build_optimizer("adamw_8bit", [p], lr=0.1, weight_decay=0.0)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    assert torch.all(p < 1.0)

@@ -1,0 +1,110 @@
+"""Chat-template rendering of SFT examples: exact label positions for both templates."""
+from __future__ import annotations
+
+import pytest
+
+from qed_lightning.data.rendering import (
+    IGNORE_INDEX,
+    SFTExample,
+    render_sft_example,
+    template_keeps_reasoning,
+)
+from qed_lightning.tiny import build_tiny_tokenizer
+
+REASONING = "Check small cases: 1, 3, 5.\nThe pattern is clear."
+RESPONSE = "Proof. By induction on n, the sum is n^2."
+EXAMPLE = SFTExample(
+    id="ex-1",
+    prompt_messages=[{"role": "user", "content": "Prove that 1 + 3 + ... + (2n - 1) = n^2."}],
+    reasoning=REASONING,
+    response=RESPONSE,
+)
+
+
+def _ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _check_labels(tok, out, *, prompt_text, completion_text):
+    """Labels are -100 exactly on the prompt tokens and equal input ids after them."""
+    prompt_ids = _ids(tok, prompt_text)
+    n = len(prompt_ids)
+    assert out.input_ids[:n] == prompt_ids
+    assert out.labels[:n] == [IGNORE_INDEX] * n
+    assert out.labels[n:] == out.input_ids[n:]
+    assert IGNORE_INDEX not in out.labels[n:]
+    assert tok.decode(out.input_ids[n:]) == completion_text
+    assert out.input_ids[-1] == tok.eos_token_id
+
+
+def test_qwen3_template_labels(tiny_qwen3_tokenizer):
+    tok = tiny_qwen3_tokenizer
+    out = render_sft_example(tok, EXAMPLE)
+    prompt = (
+        "<|im_start|>user\nProve that 1 + 3 + ... + (2n - 1) = n^2.<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n"
+    )
+    # <think> is part of the generation prompt; the ChatML "\n" after <|im_end|> is dropped.
+    _check_labels(tok, out, prompt_text=prompt, completion_text=f"{REASONING}\n</think>\n\n{RESPONSE}<|im_end|>")
+    assert out.id == "ex-1"
+
+
+def test_smollm2_template_labels(tiny_smollm2_tokenizer):
+    tok = tiny_smollm2_tokenizer
+    out = render_sft_example(tok, EXAMPLE)
+    prompt = (
+        "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n"
+        "<|im_start|>user\nProve that 1 + 3 + ... + (2n - 1) = n^2.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    completion = f"<think>\n{REASONING}\n</think>\n\n{RESPONSE}<|im_end|>"
+    _check_labels(tok, out, prompt_text=prompt, completion_text=completion)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen3_tokenizer", "tiny_smollm2_tokenizer"])
+def test_reasoning_tokens_are_trained(fixture, request):
+    tok = request.getfixturevalue(fixture)
+    out = render_sft_example(tok, EXAMPLE)
+    trained = [t for t in out.labels if t != IGNORE_INDEX]
+    assert REASONING in tok.decode(trained)
+    assert "Prove that" not in tok.decode(trained)
+
+
+def test_no_reasoning_on_plain_template(tiny_smollm2_tokenizer):
+    tok = tiny_smollm2_tokenizer
+    ex = SFTExample(id="plain", prompt_messages=EXAMPLE.prompt_messages, reasoning=None, response=RESPONSE)
+    out = render_sft_example(tok, ex)
+    assert tok.decode([t for t in out.labels if t != IGNORE_INDEX]) == f"{RESPONSE}<|im_end|>"
+
+
+def test_template_keeps_reasoning(tiny_qwen3_tokenizer, tiny_smollm2_tokenizer):
+    assert template_keeps_reasoning(tiny_qwen3_tokenizer) is True
+    assert template_keeps_reasoning(tiny_smollm2_tokenizer) is False
+
+
+def test_history_rewriting_template_is_an_error_naming_the_example():
+    tok = build_tiny_tokenizer(template="smollm2")
+    # Marks a user turn once it has been answered: the prompt render then differs
+    # from the same turn inside the full conversation.
+    tok.chat_template = (
+        "{%- for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{%- if m.role == 'user' and not loop.last %}(answered) {% endif %}"
+        "{{ m.content }}<|im_end|>\n{%- endfor %}"
+        "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+    )
+    ex = SFTExample(id="rewrites-42", prompt_messages=EXAMPLE.prompt_messages, reasoning="r", response="a")
+    with pytest.raises(ValueError, match="rewrites-42.*not a prefix"):
+        render_sft_example(tok, ex)
+
+
+def test_eos_inside_response_is_an_error(tiny_smollm2_tokenizer):
+    ex = SFTExample(id="eos-in-text", prompt_messages=EXAMPLE.prompt_messages, reasoning=None, response="a<|im_end|>b")
+    with pytest.raises(ValueError, match="eos-in-text"):
+        render_sft_example(tiny_smollm2_tokenizer, ex)
+
+
+def test_thinking_template_without_reasoning_is_an_error(tiny_qwen3_tokenizer):
+    # The generation prompt opens <think>, which a reasoning-free assistant turn lacks.
+    ex = SFTExample(id="no-trace", prompt_messages=EXAMPLE.prompt_messages, reasoning=None, response=RESPONSE)
+    with pytest.raises(ValueError, match="no-trace.*not a prefix"):
+        render_sft_example(tiny_qwen3_tokenizer, ex)
