@@ -11,8 +11,13 @@ can also come from an environment variable ``PL_<SUBCOMMAND>__<KEY>`` (e.g.
 ``PL_FIT__TRAINER__MAX_EPOCHS=3``)."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
+
+# Lightning 2.6 still calls jsonargparse APIs deprecated in 4.49; the warnings are
+# about Lightning's code, not the user's config, so they are muted unless asked for.
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI

@@ -33,6 +33,9 @@ __all__ = [
 _FACTORY_VERSION = 1
 _VOCAB_SIZE = 768
 _VOCAB_MULTIPLE = 64
+# The model that tiny_model_dir saves (build_tiny_model's defaults, spelled out so
+# they feed the cache key).
+_DIR_MODEL_SETTINGS = {"hidden_size": 64, "layers": 2, "heads": 2, "kv_heads": 1, "head_dim": 32, "seed": 0}
 
 # Qwen3 marks these as special (skipped by ``skip_special_tokens``)...
 SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -232,7 +235,7 @@ def _settings_hash(template: str) -> str:
         "corpus": _CORPUS,
         "split": _QWEN_SPLIT,
         "vocab": _VOCAB_SIZE,
-        "model": {"hidden_size": 64, "layers": 2, "heads": 2, "kv_heads": 1, "head_dim": 32, "seed": 0},
+        "model": _DIR_MODEL_SETTINGS,
     }
     blob = json.dumps(settings, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
@@ -263,7 +266,7 @@ def tiny_model_dir(cache_dir: str | os.PathLike[str] | None = None, *, template:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=models_root))
     try:
         tokenizer = build_tiny_tokenizer(template=template)
-        model = build_tiny_model(tokenizer)
+        model = build_tiny_model(tokenizer, **_DIR_MODEL_SETTINGS)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         try:

@@ -24,8 +24,8 @@ class StepBatch:
 
     @property
     def num_target_tokens(self) -> int:
-        # The loss predicts labels[:, 1:] from positions [:, :-1].
-        return int(sum((mb.labels[:, 1:] != -100).sum().item() for mb in self.micro_batches))
+        # Every sample's first label is ignored, so no label is lost to the shift.
+        return sum(mb.num_trained_tokens() for mb in self.micro_batches)
 
 
 class StepSampler(torch.utils.data.Sampler[list[int]]):

@@ -29,12 +29,7 @@ class CausalLMWithLoss(nn.Module):
 
     def forward(self, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (sum of token losses, number of target tokens) for one micro-batch."""
-        hidden = self.policy.base_model(
-            input_ids=batch.input_ids,
-            position_ids=batch.position_ids,
-            attention_mask=batch.attention_mask,
-            use_cache=False,
-        ).last_hidden_state  # [B, T, H]
+        hidden = self.policy.base_model(**batch.model_kwargs()).last_hidden_state  # [B, T, H]
         targets = batch.labels[:, 1:]  # [B, T-1]: token t+1 is predicted at position t
         keep = targets != IGNORE_INDEX  # [B, T-1]
         hidden = hidden[:, :-1][keep]  # [N, H]

@@ -1,0 +1,68 @@
+"""The `qed` command: help, print_config for every shipped config, stacked presets."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qed_lightning.cli import main, run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+PRESETS = sorted((ROOT / "callbacks").glob("*.yaml"))
+HEAVY = ("vllm", "liger_kernel", "bitsandbytes", "httpx", "openai")  # (lightning itself imports triton)
+
+
+def test_help_runs_and_imports_no_heavy_dependency():
+    out = subprocess.run([sys.executable, "-m", "qed_lightning", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "fit" in out.stdout and "qed export" in out.stdout
+    probe = f"import sys, qed_lightning.cli; print([m for m in {HEAVY!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+
+
+def test_every_config_is_listed():
+    names = {p.relative_to(ROOT / "configs").as_posix() for p in CONFIGS}
+    assert {"demo/sft.yaml", "sft/qed_nano_sft.yaml"} <= names
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_print_config_of_every_config(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: qed_lightning." in printed
+    assert "checkpoint:" in printed and "export:" in printed
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_subcommand_help_of_every_config(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--help"])
+    assert exit_info.value.code in (0, None)
+    assert "--trainer.max_epochs" in capsys.readouterr().out
+    # The signature is the config: SFTModule's docstring reaches --help.
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", "qed_lightning.modules.SFTModule", "--model.help", "qed_lightning.modules.SFTModule"])
+    assert "Peak learning rate" in capsys.readouterr().out
+
+
+def test_stacked_presets_append_callbacks(tiny_model_dir, tmp_path):
+    assert len(PRESETS) >= 2
+    args = ["--config", str(ROOT / "configs/demo/sft.yaml")]
+    for preset in ("lr_monitor.yaml", "device_stats.yaml"):
+        args += ["--config", str(ROOT / "callbacks" / preset)]
+    args += [f"--model.model={tiny_model_dir}", f"--trainer.default_root_dir={tmp_path}"]
+    cli = run_cli(args, run=False)
+    names = [type(cb).__name__ for cb in cli.trainer.callbacks]
+    assert "LearningRateMonitor" in names and "DeviceStatsMonitor" in names
+    assert "QedCheckpoint" in names and "HFExportCallback" in names
+
+
+def test_environment_variables_set_defaults(monkeypatch, capsys):
+    monkeypatch.setenv("PL_FIT__TRAINER__MAX_STEPS", "7")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / "configs/demo/sft.yaml"), "--print_config"])
+    assert "max_steps: 7" in capsys.readouterr().out
