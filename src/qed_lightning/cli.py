@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Sequence
 
 # Lightning 2.6 still calls jsonargparse APIs deprecated in 4.49; the warnings are
@@ -47,6 +48,13 @@ class QedCLI(LightningCLI):
 
 
 def run_cli(args: Sequence[str] | None = None, run: bool = True) -> QedCLI:
+    with warnings.catch_warnings():
+        if args is not None:  # called from Python (tests, notebooks): sys.argv is not ours
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return _make_cli(args, run)
+
+
+def _make_cli(args: Sequence[str] | None, run: bool) -> QedCLI:
     return QedCLI(
         LightningModule,
         LightningDataModule,

@@ -20,6 +20,26 @@ from qed_lightning.modules.lm_loss import CausalLMWithLoss
 from qed_lightning.optim import build_optimizer, build_scheduler
 
 
+def accumulate_step_gradients(
+    lm: CausalLMWithLoss, batch: StepBatch, *, global_targets: float, world_size: int, backward=None
+) -> torch.Tensor:
+    """Backward every micro-batch of one optimizer step; returns this rank's loss sum.
+
+    DDP averages gradients over ranks, so each micro-batch's summed loss is scaled by
+    ``world_size / global_targets``: the synced gradient is then that of
+    sum(all token losses of the step, all ranks) / global_targets, whatever the
+    packing, micro-batching or rank count.
+    """
+    backward = backward or torch.Tensor.backward
+    scale = world_size / max(global_targets, 1.0)
+    loss_sum = torch.zeros(())
+    for micro in batch.micro_batches:
+        micro_loss, _ = lm(micro)
+        backward(micro_loss * scale)
+        loss_sum = loss_sum.to(micro_loss.device) + micro_loss.detach()
+    return loss_sum
+
+
 def default_loss() -> str:
     return "liger" if torch.cuda.is_available() and liger_available() else "chunked"
 
@@ -114,14 +134,10 @@ class SFTModule(pl.LightningModule):
         opt = self.optimizers()
         sched = self.lr_schedulers()
         global_targets = self._global_sum(batch.num_target_tokens)
-        # DDP averages gradients over ranks, so scaling by world_size / global count
-        # makes the synced gradient that of sum(loss) / global count.
-        scale = self.trainer.world_size / max(global_targets, 1.0)
-        loss_sum = torch.zeros((), device=self.device)
-        for micro in batch.micro_batches:
-            micro_loss, _ = self.lm(micro)
-            self.manual_backward(micro_loss * scale)
-            loss_sum += micro_loss.detach()
+        loss_sum = accumulate_step_gradients(
+            self.lm, batch, global_targets=global_targets,
+            world_size=self.trainer.world_size, backward=self.manual_backward,
+        )
         max_norm = self.hparams.max_grad_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.lm.parameters(), max_norm if max_norm > 0 else float("inf")
