@@ -500,6 +500,9 @@ def run_sft_part(args) -> dict:
     }
     part: dict = {"config": spec}
     for variant in ("qed", "plain"):
+        if variant in args.skip_variant:
+            part[variant] = {"error": "not run: skipped with --skip-variant"}
+            continue
         print(f"[sft] {variant} ...", flush=True)
         part[variant] = _run_child("sft", dict(spec, variant=variant))
         print(f"[sft] {variant}: {json.dumps({k: v for k, v in part[variant].items() if k != 'steps'})[:500]}",
@@ -685,6 +688,8 @@ def main(argv=None) -> int:
     ap.add_argument("--loss-chunk-size", type=int, default=1024)
     ap.add_argument("--skip-loss", action="store_true", help="skip part a")
     ap.add_argument("--skip-sft", action="store_true", help="skip part b")
+    ap.add_argument("--skip-variant", action="append", default=[], choices=["qed", "plain"],
+                    help="skip one part-b variant (repeatable; for quick checks)")
     ap.add_argument("--trl-python", default=None, help="python of a separate venv with trl installed")
     ap.add_argument("--trl-timeout", type=float, default=300.0)
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))

@@ -25,6 +25,7 @@ def fit(tmp_path, model_dir, *extra):
         "--data.val_fraction=0.1",
         "--checkpoint.every_n_train_steps=2",
         "--model.lr=1e-3",
+        "--trainer.limit_val_batches=1.0",
         *extra,
     ])
     return tmp_path / "demo-sft" / "run"

@@ -1,5 +1,7 @@
 """The SFT loss is a mean over every trained token of the optimizer step: packing,
 micro-batching and splitting across ranks must not change value or gradient."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,7 +53,8 @@ def reference_loss(model, examples):
 
 def test_packing_microbatching_and_ranks_leave_the_loss_unchanged(tiny_model, tiny_qwen3_tokenizer, examples):
     torch.manual_seed(0)
-    lm = CausalLMWithLoss(tiny_model, "chunked", chunk_size=16).double()
+    # A copy: the session fixture is shared and .double() converts in place.
+    lm = CausalLMWithLoss(copy.deepcopy(tiny_model), "chunked", chunk_size=16).double()
     pad = tiny_qwen3_tokenizer.pad_token_id
     longest = max(len(e) for e in examples)
     one_row = StepCollator(pad, packing=True, micro_batch_tokens=10_000, micro_batch_size=1)
