@@ -1,0 +1,575 @@
+"""GPU check for a lent H100/H200: Liger kernels against qed's own code paths.
+
+(a) LM head + cross-entropy at V=151936, H=2560, T=4096/8192 in bf16: Liger's fused
+    linear cross-entropy (through qed's ``liger`` loss), qed's
+    ``chunked_linear_cross_entropy`` and the materialised reference; fwd+bwd time,
+    peak ``torch.cuda.max_memory_allocated`` over the inputs, and loss/gradient error
+    against an fp32 materialised computation.
+(b) Liger RMSNorm against Hugging Face's Qwen3RMSNorm: fwd+bwd time and max diffs.
+(c) A Qwen3-4B-shaped model (random init, bf16, no download), one packed 8k-token
+    SFT step with gradient checkpointing and AdamW: qed's chunked loss without Liger,
+    then Liger-patched with the ``liger`` loss (and with the chunked loss): tokens/s,
+    MFU, peak memory.
+
+Made for the GPU image (torch CUDA, transformers, lightning, triton; no liger-kernel,
+no network): ``src/`` is put on ``sys.path`` here, and ``--liger-wheel PATH`` pip-installs
+a carried liger-kernel wheel with ``--no-deps``. Without CUDA it prints
+"no CUDA device: nothing to check" and exits 0. Results: a markdown table printed and
+written to ``<out>/gpu_check.md`` and ``<out>/gpu_check.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+GIB = 1024 ** 3
+# "cuda" on the GPU machine; the hidden --cpu-smoke flag sets "cpu" to exercise the
+# code paths at toy sizes on a machine without a GPU (numbers then mean nothing).
+DEVICE = "cuda"
+# Dense bf16 peak (no sparsity) by card-name substring, checked in order.
+PEAK_BF16 = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
+NOT_INSTALLED = "liger-kernel not installed"
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def install_liger(wheel: str | None) -> str:
+    """Installs a carried liger-kernel wheel (no deps) when liger is not importable."""
+    if importlib.util.find_spec("liger_kernel") is not None:
+        return "already installed"
+    if not wheel:
+        return "no --liger-wheel given"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", wheel],
+                          capture_output=True, text=True)
+    importlib.invalidate_caches()
+    if proc.returncode != 0:
+        return f"pip install failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
+    return f"installed {Path(wheel).name}"
+
+
+def liger_ok() -> tuple[bool, str]:
+    try:
+        import liger_kernel.transformers.functional  # noqa: F401
+        import liger_kernel
+    except Exception as err:  # Triton import problems are not always ImportError
+        if importlib.util.find_spec("liger_kernel") is None:
+            return False, NOT_INSTALLED
+        return False, f"liger-kernel does not import: {type(err).__name__}: {err}"
+    return True, getattr(liger_kernel, "__version__", "") or _dist_version("liger-kernel")
+
+
+def _dist_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return "?"
+
+
+def load_lm_loss():
+    """``CausalLMWithLoss``; loaded from its file if the package's ``modules/__init__``
+    (which pulls in Lightning and torchmetrics) does not import in this image."""
+    try:
+        from qed_lightning.modules.lm_loss import CausalLMWithLoss
+
+        return CausalLMWithLoss
+    except Exception:
+        path = REPO / "src" / "qed_lightning" / "modules" / "lm_loss.py"
+        spec = importlib.util.spec_from_file_location("_qed_lm_loss", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.CausalLMWithLoss
+
+
+def sync():
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak():
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def mem_allocated() -> int:
+    import torch
+
+    return torch.cuda.memory_allocated() if DEVICE == "cuda" else 0
+
+
+def max_mem_allocated() -> int:
+    import torch
+
+    return torch.cuda.max_memory_allocated() if DEVICE == "cuda" else 0
+
+
+def timed(fn, reps: int, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``reps`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def free():
+    import torch
+
+    gc.collect()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------ (a) the loss
+
+
+def check_loss(args, have_liger: bool, liger_msg: str) -> list[dict]:
+    import torch
+
+    from qed_lightning.losses.sft import chunked_linear_cross_entropy, reference_linear_cross_entropy
+
+    impls = {
+        "chunked": lambda h, w, y: chunked_linear_cross_entropy(h, w, y, chunk_size=args.chunk_size),
+        "reference": lambda h, w, y: reference_linear_cross_entropy(h, w, y),
+    }
+    if have_liger:
+        from qed_lightning.losses.liger import liger_linear_cross_entropy
+
+        impls = {"liger": lambda h, w, y: liger_linear_cross_entropy(h, w, y), **impls}
+    rows = []
+    V, H = args.vocab, args.hidden
+    for T in args.tokens:
+        gen = torch.Generator(device=DEVICE).manual_seed(0)
+        hidden = torch.randn(T, H, device=DEVICE, generator=gen).to(torch.bfloat16).requires_grad_(True)
+        weight = (torch.randn(V, H, device=DEVICE, generator=gen) * 0.02).to(torch.bfloat16).requires_grad_(True)
+        labels = torch.randint(0, V, (T,), device=DEVICE, generator=gen)
+        labels[: T // 10] = -100  # a prompt share that is ignored
+        # fp32 materialised "gold": what every bf16 implementation is compared against.
+        h32 = hidden.detach().float().requires_grad_(True)
+        w32 = weight.detach().float().requires_grad_(True)
+        gold_loss, _ = reference_linear_cross_entropy(h32, w32, labels)
+        gold_loss.backward()
+        gold = (gold_loss.detach().double(), h32.grad, w32.grad)
+        del h32, w32, gold_loss
+        free()
+        if not have_liger:
+            rows.append({"T": T, "impl": "liger", "status": liger_msg})
+        for name, fn in impls.items():
+            row = {"T": T, "impl": name}
+            try:
+                def step():
+                    hidden.grad = None
+                    weight.grad = None
+                    loss, _ = fn(hidden, weight, labels)
+                    loss.backward()
+                    return loss
+
+                step()  # warmup / JIT
+                hidden.grad = weight.grad = None
+                free()
+                sync()
+                reset_peak()
+                base = mem_allocated()
+                loss = step()
+                sync()
+                row["peak_mem_gib"] = (max_mem_allocated() - base) / GIB
+                gl, gh, gw = gold
+                row["loss_rel_err"] = float((loss.detach().double() - gl).abs() / gl.abs())
+                row["grad_hidden_max_err"] = float((hidden.grad.float() - gh).abs().max())
+                row["grad_weight_max_err"] = float((weight.grad.float() - gw).abs().max())
+                row["grad_hidden_max"] = float(gh.abs().max())
+                row["grad_weight_max"] = float(gw.abs().max())
+                del loss
+                row["fwd_bwd_ms"] = timed(step, reps=args.reps, warmup=0) * 1e3
+                row["status"] = "ok"
+            except Exception as err:
+                row["status"] = f"error: {type(err).__name__}: {str(err)[:200]}"
+                traceback.print_exc()
+            hidden.grad = weight.grad = None
+            free()
+            rows.append(row)
+            print(f"[loss] {row}", flush=True)
+        del hidden, weight, labels, gold
+        free()
+    return rows
+
+
+# --------------------------------------------------------------- (b) RMSNorm
+
+
+def check_rmsnorm(args, have_liger: bool, liger_msg: str) -> list[dict]:
+    import torch
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    T, H = max(args.tokens), args.hidden
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    x = torch.randn(T, H, device=DEVICE, generator=gen).to(torch.bfloat16)
+    dy = torch.randn(T, H, device=DEVICE, generator=gen).to(torch.bfloat16)
+    w = 1 + 0.1 * torch.randn(H, device=DEVICE, generator=gen)
+    hf = Qwen3RMSNorm(H, eps=1e-6).to(device=DEVICE, dtype=torch.bfloat16)
+    with torch.no_grad():
+        hf.weight.copy_(w)
+    mods = {"hf Qwen3RMSNorm": hf}
+    rows = []
+    if have_liger:
+        from liger_kernel.transformers.rms_norm import LigerRMSNorm
+
+        lg = LigerRMSNorm(H, eps=1e-6).to(device=DEVICE, dtype=torch.bfloat16)
+        with torch.no_grad():
+            lg.weight.copy_(w)
+        mods["liger LigerRMSNorm"] = lg
+    results = {}
+    for name, mod in mods.items():
+        xi = x.clone().requires_grad_(True)
+
+        def step():
+            xi.grad = None
+            mod.weight.grad = None
+            out = mod(xi)
+            out.backward(dy.clone())  # a fresh grad: Liger's in-place backward overwrites it
+            return out
+
+        try:
+            out = step()
+            results[name] = (out.detach().float(), xi.grad.float(), mod.weight.grad.float())
+            ms = timed(step, reps=max(args.reps, 10)) * 1e3
+            rows.append({"impl": name, "T": T, "fwd_bwd_ms": ms, "status": "ok"})
+        except Exception as err:
+            rows.append({"impl": name, "T": T, "status": f"error: {type(err).__name__}: {str(err)[:200]}"})
+    if not have_liger:
+        rows.append({"impl": "liger LigerRMSNorm", "T": T, "status": liger_msg})
+    elif "liger LigerRMSNorm" in results and "hf Qwen3RMSNorm" in results:
+        ref, got = results["hf Qwen3RMSNorm"], results["liger LigerRMSNorm"]
+        for row in rows:
+            if row["impl"] == "liger LigerRMSNorm":
+                row["out_max_diff"] = float((ref[0] - got[0]).abs().max())
+                row["grad_x_max_diff"] = float((ref[1] - got[1]).abs().max())
+                row["grad_w_max_diff"] = float((ref[2] - got[2]).abs().max())
+                row["grad_w_max"] = float(ref[2].abs().max())
+    for r in rows:
+        print(f"[rmsnorm] {r}", flush=True)
+    return rows
+
+
+# --------------------------------------------------------- (c) model + SFT step
+
+
+def build_model(args, layers: int):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(
+        vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
+        num_hidden_layers=layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+        head_dim=args.head_dim, max_position_embeddings=40960,
+        rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, use_cache=False,
+    )
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(DEVICE):
+            model = Qwen3ForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(old)
+    model.to(torch.bfloat16)
+    model.config.use_cache = False
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return model
+
+
+def packed_batch(args):
+    """One packed row of ``args.step_tokens`` tokens: five samples, prompts masked."""
+    import torch
+
+    from qed_lightning.data.packing import collate_packed, pack_examples
+    from qed_lightning.data.rendering import TokenizedExample
+
+    total = args.step_tokens
+    shares = [0.19, 0.27, 0.11, 0.22]
+    lengths = [int(total * s) for s in shares]
+    lengths.append(total - sum(lengths))
+    gen = torch.Generator().manual_seed(1)
+    examples = []
+    for i, n in enumerate(lengths):
+        ids = torch.randint(0, args.vocab, (n,), generator=gen).tolist()
+        prompt = n // 5
+        examples.append(TokenizedExample(id=f"s{i}", input_ids=ids, labels=[-100] * prompt + ids[prompt:]))
+    bins = pack_examples(examples, total)
+    batch = collate_packed(bins, pad_id=0)
+    return batch.__class__(
+        input_ids=batch.input_ids.to(DEVICE), labels=batch.labels.to(DEVICE),
+        position_ids=batch.position_ids.to(DEVICE), attention_mask=None,
+    )
+
+
+def run_variant(model, lm_cls, loss: str, batch, args) -> dict:
+    import torch
+
+    lm = lm_cls(model, loss, args.chunk_size)
+    # lr 0: every variant sees the same weights (so their losses are comparable); the
+    # optimizer still does all of its arithmetic.
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0, fused=DEVICE == "cuda")
+    free()
+    reset_peak()
+    losses, times = [], []
+    for k in range(1 + args.model_steps):
+        sync()
+        t0 = time.perf_counter()
+        loss_sum, count = lm(batch)
+        (loss_sum / count).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        times.append(time.perf_counter() - t0)
+        losses.append(float(loss_sum) / float(count))
+    peak = max_mem_allocated() / GIB
+    del opt, lm
+    free()
+    step_s = sum(times[1:]) / len(times[1:])
+    return {"losses": losses, "step_s": step_s, "times_s": times, "peak_mem_gib": peak,
+            "tokens_per_s": args.step_tokens / step_s}
+
+
+def check_model(args, have_liger: bool, liger_msg: str, peak_flops: float | None) -> dict:
+    import torch
+
+    lm_cls = load_lm_loss()
+    layers = args.layers
+    model = None
+    note = None
+    while model is None:
+        try:
+            model = build_model(args, layers)
+        except torch.cuda.OutOfMemoryError:
+            free()
+            if layers <= 4:
+                raise
+            note = f"{args.layers} layers did not fit; ran {layers // 2}"
+            layers //= 2
+    n_params = sum(p.numel() for p in model.parameters())
+    batch = packed_batch(args)
+    rows = []
+    variants = [("no liger", "chunked"), ("liger kernels", "liger"), ("liger kernels", "chunked")]
+    for patch, loss in variants:
+        row = {"kernels": patch, "loss": loss, "layers": layers, "params": n_params}
+        if patch == "liger kernels":
+            if not have_liger:
+                row["status"] = liger_msg
+                rows.append(row)
+                continue
+            if not getattr(model, "_bench_liger", False):
+                try:
+                    try:
+                        from qed_lightning.losses.liger import apply_liger_kernels
+                    except ImportError:
+                        apply_liger_kernels = None
+                    if apply_liger_kernels is not None:
+                        applied = apply_liger_kernels(model)
+                    else:
+                        from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
+
+                        _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True,
+                                                        cross_entropy=False, fused_linear_cross_entropy=False)
+                        applied = True
+                    model._bench_liger = True
+                    row["liger_applied"] = bool(applied)
+                except Exception as err:
+                    row["status"] = f"error patching: {type(err).__name__}: {str(err)[:200]}"
+                    rows.append(row)
+                    continue
+        try:
+            row.update(run_variant(model, lm_cls, loss, batch, args))
+            # 6 * params * tokens: the usual MFU count; gradient checkpointing's extra
+            # forward and the attention FLOPs are not counted.
+            if peak_flops:
+                row["mfu"] = 6 * n_params * args.step_tokens / row["step_s"] / peak_flops
+            row["status"] = "ok"
+        except Exception as err:
+            row["status"] = f"error: {type(err).__name__}: {str(err)[:200]}"
+            traceback.print_exc()
+            model.zero_grad(set_to_none=True)
+            free()
+        rows.append(row)
+        print(f"[model] {row}", flush=True)
+    del model
+    free()
+    return {"rows": rows, "layers": layers, "note": note, "params": n_params}
+
+
+# ------------------------------------------------------------------- report
+
+
+def _f(x, fmt):
+    return "-" if x is None else format(x, fmt)
+
+
+def render(res: dict) -> str:
+    m = res["machine"]
+    out = [
+        "# GPU check: Liger kernels vs qed's torch paths",
+        "",
+        f"Card: {m['gpu']} ({m['gpu_mem_gib']:.0f} GiB), torch {m['torch']} (CUDA {m['cuda']}), "
+        f"transformers {m['transformers']}, liger-kernel {m['liger']}, Python {m['python']}; {m['date']}.",
+        "",
+        f"## a. LM head + cross-entropy, V={res['config']['vocab']}, H={res['config']['hidden']}, bf16",
+        "",
+        "Peak memory is `max_memory_allocated` over the inputs during one fwd+bwd; errors are against an "
+        "fp32 materialised computation on the same bf16 inputs (10% of labels ignored).",
+        "",
+        "| T | impl | fwd+bwd (ms) | peak mem (GiB) | loss rel err | grad h max err | grad W max err | status |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in res["loss"]:
+        out.append(
+            f"| {r['T']} | {r['impl']} | {_f(r.get('fwd_bwd_ms'), '.1f')} | {_f(r.get('peak_mem_gib'), '.2f')} | "
+            f"{_f(r.get('loss_rel_err'), '.1e')} | {_f(r.get('grad_hidden_max_err'), '.1e')} | "
+            f"{_f(r.get('grad_weight_max_err'), '.1e')} | {r['status']} |")
+    out += [
+        "",
+        "## b. RMSNorm fwd+bwd, bf16",
+        "",
+        "| impl | T x H | fwd+bwd (ms) | out max diff | grad x max diff | grad w max diff | status |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in res["rmsnorm"]:
+        out.append(
+            f"| {r['impl']} | {r['T']} x {res['config']['hidden']} | {_f(r.get('fwd_bwd_ms'), '.3f')} | "
+            f"{_f(r.get('out_max_diff'), '.1e')} | {_f(r.get('grad_x_max_diff'), '.1e')} | "
+            f"{_f(r.get('grad_w_max_diff'), '.1e')} | {r['status']} |")
+    mc = res.get("model")
+    out += ["", "## c. Qwen3-4B-shaped model, one packed SFT step", ""]
+    if isinstance(mc, dict) and "rows" in mc:
+        out.append(
+            f"Hidden {res['config']['hidden']}, {mc['layers']} layers, 32/8 heads, head_dim 128, intermediate 9728, "
+            f"vocab {res['config']['vocab']}, tied embeddings ({mc['params'] / 1e9:.2f} B params), random init, bf16 "
+            f"weights and AdamW(fused) state, sdpa attention, gradient checkpointing, one packed row of "
+            f"{res['config']['step_tokens']} tokens (5 samples), 1 warmup + {res['config']['model_steps']} "
+            f"measured steps. MFU = 6 x params x tokens / step time / {m['peak_bf16_tflops']} TFLOP/s.")
+        if mc.get("note"):
+            out.append(f"Note: {mc['note']}.")
+        out += [
+            "",
+            "| kernels | loss | tokens/s | MFU | step (s) | peak mem (GiB) | step losses | status |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
+        ]
+        for r in mc["rows"]:
+            losses = ", ".join(f"{x:.4f}" for x in r.get("losses", []))
+            out.append(
+                f"| {r['kernels']} | {r['loss']} | {_f(r.get('tokens_per_s'), '.0f')} | "
+                f"{_f(r.get('mfu'), '.1%')} | {_f(r.get('step_s'), '.2f')} | {_f(r.get('peak_mem_gib'), '.1f')} | "
+                f"{losses} | {r['status']} |")
+    else:
+        out.append(f"not run: {mc}")
+    out += ["", f"Total time: {res['total_s']:.0f} s."]
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--liger-wheel", default=None, help="liger-kernel wheel to pip install --no-deps if missing")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--vocab", type=int, default=151936)
+    ap.add_argument("--hidden", type=int, default=2560)
+    ap.add_argument("--tokens", type=int, nargs="+", default=[4096, 8192], help="part a token counts")
+    ap.add_argument("--chunk-size", type=int, default=1024, help="chunked loss rows per chunk")
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions (median)")
+    ap.add_argument("--layers", type=int, default=36, help="part c layers (Qwen3-4B: 36)")
+    ap.add_argument("--heads", type=int, default=32, help=argparse.SUPPRESS)
+    ap.add_argument("--kv-heads", type=int, default=8, help=argparse.SUPPRESS)
+    ap.add_argument("--head-dim", type=int, default=128, help=argparse.SUPPRESS)
+    ap.add_argument("--intermediate", type=int, default=9728, help=argparse.SUPPRESS)
+    ap.add_argument("--cpu-smoke", action="store_true",
+                    help=argparse.SUPPRESS)  # toy sizes on CPU, to check the code paths without a GPU
+    ap.add_argument("--step-tokens", type=int, default=8192, help="part c packed tokens per step")
+    ap.add_argument("--model-steps", type=int, default=2, help="part c measured steps (after 1 warmup)")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="override the card's bf16 peak for MFU")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["loss", "rmsnorm", "model"])
+    args = ap.parse_args(argv)
+
+    import torch
+
+    global DEVICE
+    if args.cpu_smoke:
+        DEVICE = "cpu"
+    elif not torch.cuda.is_available():
+        print("no CUDA device: nothing to check")
+        return 0
+
+    t_start = time.perf_counter()
+    install_msg = install_liger(args.liger_wheel)
+    have_liger, liger_msg = liger_ok()
+    if args.cpu_smoke:
+        have_liger, liger_msg = False, "liger not run (CPU smoke run)"
+    print(f"liger: {install_msg}; {'ok ' + liger_msg if have_liger else liger_msg}", flush=True)
+    import transformers
+
+    name = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (smoke run)"
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else next((v for k, v in PEAK_BF16 if k in name), None)
+    res = {
+        "machine": {
+            "gpu": name,
+            "gpu_mem_gib": torch.cuda.get_device_properties(0).total_memory / GIB if DEVICE == "cuda" else 0.0,
+            "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
+            "liger": liger_msg if have_liger else f"none ({liger_msg}; {install_msg})",
+            "python": platform.python_version(), "peak_bf16_tflops": peak / 1e12 if peak else None,
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        },
+        "config": {k: v for k, v in vars(args).items() if k not in ("liger_wheel", "out")},
+    }
+    parts = [("loss", lambda: check_loss(args, have_liger, liger_msg)),
+             ("rmsnorm", lambda: check_rmsnorm(args, have_liger, liger_msg)),
+             # Last: Liger's patch replaces Qwen3 functions module-wide.
+             ("model", lambda: check_model(args, have_liger, liger_msg, peak))]
+    for key, fn in parts:
+        if key in args.skip:
+            res[key] = "skipped" if key == "model" else []
+            continue
+        try:
+            res[key] = fn()
+        except Exception as err:
+            traceback.print_exc()
+            res[key] = f"error: {type(err).__name__}: {str(err)[:300]}" if key == "model" else [
+                {"impl": "-", "T": "-", "status": f"error: {type(err).__name__}: {str(err)[:300]}"}]
+        free()
+    res["total_s"] = time.perf_counter() - t_start
+    md = render(res)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.md").write_text(md)
+    (out / "gpu_check.json").write_text(json.dumps(res, indent=2) + "\n")
+    print(md)
+    print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
