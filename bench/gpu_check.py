@@ -350,7 +350,7 @@ def run_variant(model, lm_cls, loss: str, batch, args) -> dict:
         opt.zero_grad(set_to_none=True)
         sync()
         times.append(time.perf_counter() - t0)
-        losses.append(float(loss_sum) / float(count))
+        losses.append(float(loss_sum.detach()) / float(count))
     peak = max_mem_allocated() / GIB
     del opt, lm
     free()
@@ -469,7 +469,9 @@ def render(res: dict) -> str:
     out += ["", "## c. Qwen3-4B-shaped model, one packed SFT step", ""]
     if isinstance(mc, dict) and "rows" in mc:
         out.append(
-            f"Hidden {res['config']['hidden']}, {mc['layers']} layers, 32/8 heads, head_dim 128, intermediate 9728, "
+            f"Hidden {res['config']['hidden']}, {mc['layers']} layers, {res['config']['heads']}/"
+            f"{res['config']['kv_heads']} heads, head_dim {res['config']['head_dim']}, intermediate "
+            f"{res['config']['intermediate']}, "
             f"vocab {res['config']['vocab']}, tied embeddings ({mc['params'] / 1e9:.2f} B params), random init, bf16 "
             f"weights and AdamW(fused) state, sdpa attention, gradient checkpointing, one packed row of "
             f"{res['config']['step_tokens']} tokens (5 samples), 1 warmup + {res['config']['model_steps']} "

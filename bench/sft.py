@@ -318,7 +318,12 @@ def child_sft(spec: dict) -> dict:
     rss_before = _current_rss_bytes()
     peak_before = _peak_rss_bytes()
     steps = []
+    # Lockstep protocol with the parent: it sends "step" when this process may run its
+    # next step, so two variants alive at once never compute at the same time.
+    _say("ready", {"variant": variant})
     for k, batch in enumerate(batches):
+        if sys.stdin.readline().strip() != "step":
+            raise RuntimeError("parent stopped the run")
         t0 = time.perf_counter()
         loss, targets = step_fn(batch)
         opt.step()
@@ -332,8 +337,10 @@ def child_sft(spec: dict) -> dict:
             "target_tokens": targets,
             "processed_tokens": sum(int(mb.input_ids.numel()) for mb in batch.micro_batches),
             "micro_batches": [list(mb.input_ids.shape) for mb in batch.micro_batches],
+            "loadavg": os.getloadavg()[0],
         })
         print(f"[{variant}] step {k} loss {loss:.6f} {dt:.1f}s", file=sys.stderr, flush=True)
+        _say("done", steps[-1])
     peak = _peak_rss_bytes()
     measured = [s for s in steps if not s["warmup"]]
     time_s = sum(s["time_s"] for s in measured)
@@ -353,6 +360,103 @@ def child_sft(spec: dict) -> dict:
         "train_peak_increase_mb": (peak - rss_before) / MB,
         "params": sum(p.numel() for p in policy.parameters()),
     }
+
+
+PROTOCOL = "@@qed-bench "
+
+
+def _say(kind: str, payload: dict) -> None:
+    print(PROTOCOL + json.dumps({"kind": kind, **payload}), flush=True)
+
+
+class _StepChild:
+    """A ``child_sft`` process driven one step at a time over stdin/stdout."""
+
+    def __init__(self, spec: dict, tmp: Path) -> None:
+        self.name = spec["variant"]
+        self.spec_path = tmp / f"{self.name}-spec.json"
+        self.result_path = tmp / f"{self.name}-result.json"
+        self.err_path = tmp / f"{self.name}-stderr.txt"
+        self.spec_path.write_text(json.dumps(spec))
+        self.err = open(self.err_path, "w")
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--child", "sft", "--child-spec", str(self.spec_path),
+             "--child-result", str(self.result_path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, cwd=REPO,
+        )
+
+    def _expect(self, kind: str) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(PROTOCOL):
+                msg = json.loads(line[len(PROTOCOL):])
+                if msg["kind"] == kind:
+                    return msg
+        raise RuntimeError(f"{self.name} child ended early")
+
+    def wait_ready(self) -> None:
+        self._expect("ready")
+
+    def step(self) -> dict:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return self._expect("done")
+
+    def finish(self) -> dict:
+        self.proc.stdin.close()
+        for _ in self.proc.stdout:
+            pass
+        rc = self.proc.wait()
+        self.err.close()
+        if rc != 0 or not self.result_path.exists():
+            return self.error(f"child exited {rc}")
+        result = json.loads(self.result_path.read_text())
+        result["wall_s"] = round(time.perf_counter() - self.t0, 1)
+        return result
+
+    def error(self, what: str) -> dict:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.err.closed:
+            self.err.close()
+        return {"error": what, "stderr_tail": self.err_path.read_text()[-2000:]}
+
+
+def _mem_available_gb() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_lockstep(specs: list[dict], n_steps: int, interleave: bool) -> dict:
+    """Runs the variants' steps alternately (ABBA order), or one variant after another."""
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="qed-bench-sft-") as tmp:
+        groups = [specs] if interleave else [[s] for s in specs]
+        for group in groups:
+            children = [_StepChild(spec, Path(tmp)) for spec in group]
+            try:
+                for c in children:
+                    c.wait_ready()
+                for k in range(n_steps):
+                    order = children if k % 2 == 0 else children[::-1]
+                    for c in order:
+                        msg = c.step()
+                        print(f"[sft] {c.name} step {k}: loss {msg['loss']:.6f}, {msg['time_s']:.1f} s, "
+                              f"load {msg['loadavg']:.2f}", flush=True)
+                for c in children:
+                    results[c.name] = c.finish()
+            except Exception as err:  # a child died: keep its stderr for the report
+                for c in children:
+                    if c.name not in results:
+                        results[c.name] = c.error(f"{type(err).__name__}: {err}")
+    return results
 
 
 TRL_SCRIPT = textwrap.dedent('''
@@ -499,14 +603,23 @@ def run_sft_part(args) -> dict:
         "lr": args.lr, "loss_chunk_size": args.loss_chunk_size,
     }
     part: dict = {"config": spec}
-    for variant in ("qed", "plain"):
-        if variant in args.skip_variant:
-            part[variant] = {"error": "not run: skipped with --skip-variant"}
-            continue
-        print(f"[sft] {variant} ...", flush=True)
-        part[variant] = _run_child("sft", dict(spec, variant=variant))
-        print(f"[sft] {variant}: {json.dumps({k: v for k, v in part[variant].items() if k != 'steps'})[:500]}",
-              flush=True)
+    variants = [v for v in ("qed", "plain") if v not in args.skip_variant]
+    for v in args.skip_variant:
+        part[v] = {"error": "not run: skipped with --skip-variant"}
+    # Both children alive at once (~7 GB RSS each with the demo model) so their steps
+    # can alternate and see the same background load; one after the other if memory
+    # is short or --sequential is given.
+    avail = _mem_available_gb()
+    interleave = not args.sequential and avail >= 18.0
+    part["schedule"] = ("interleaved (ABBA steps, each variant its own process)" if interleave else
+                        "sequential (one process after the other"
+                        + (f"; only {avail:.1f} GB available)" if not args.sequential else ")"))
+    print(f"[sft] {', '.join(variants)}: {part['schedule']} ...", flush=True)
+    if variants:
+        part.update(run_lockstep([dict(spec, variant=v) for v in variants],
+                                 args.warmup_steps + args.steps, interleave))
+    for v in variants:
+        print(f"[sft] {v}: {json.dumps({k: x for k, x in part[v].items() if k != 'steps'})[:500]}", flush=True)
     print("[sft] trl ...", flush=True)
     part["trl"] = run_trl(args, spec)
     print(f"[sft] trl: {json.dumps(part['trl'])[:500]}", flush=True)
@@ -518,6 +631,11 @@ def run_sft_part(args) -> dict:
         part["target_tokens_equal"] = [s["target_tokens"] for s in q["steps"]] == [
             s["target_tokens"] for s in p["steps"]]
         part["ratio_tokens_per_s"] = q["tokens_per_s"] / p["tokens_per_s"]
+        paired = sorted(
+            (a["tokens"] / a["time_s"]) / (b["tokens"] / b["time_s"])
+            for a, b in zip(q["steps"], p["steps"]) if not a["warmup"])
+        part["ratio_tokens_per_s_per_step"] = paired
+        part["ratio_tokens_per_s_median_step"] = paired[len(paired) // 2]
         part["ratio_peak_rss"] = q["peak_rss_mb"] / p["peak_rss_mb"]
         part["ratio_train_peak_increase"] = q["train_peak_increase_mb"] / p["train_peak_increase_mb"]
     return part
@@ -550,9 +668,7 @@ def render_markdown(res: dict) -> str:
             f"produce, is {c['weight_grad_mb']:.0f} MB.",
         ]
         if c["hidden"] != 2560:
-            lines.append(f"Hidden {c['hidden']} instead of Qwen3-4B's 2560: at 2560 the two runs' ~19 TFLOP "
-                         "take ~3-4 minutes on 2 cores, over this benchmark's time budget "
-                         "(`--loss-hidden 2560` runs it).")
+            lines.append(f"Hidden {c['hidden']} instead of Qwen3-4B's 2560 (`--loss-hidden`), to save time.")
         lines += [
             "",
             "| loss | peak RSS increase (MB) | fwd (s) | bwd (s) | fwd+bwd (s) | loss |",
@@ -593,7 +709,8 @@ def render_markdown(res: dict) -> str:
             f"no clipping. qed: packed micro-batches of <= {c['micro_batch_tokens']} tokens + "
             f"CausalLMWithLoss('chunked') + accumulate_step_gradients. plain: padded micro-batches of "
             f"{c['micro_batch_size']} + `model(...).logits` + F.cross_entropy / step target tokens. "
-            "tokens/s counts real tokens (no padding) over the measured steps.",
+            "tokens/s counts real tokens (no padding) over the measured steps. "
+            f"Schedule: {b.get('schedule', '?')}.",
             "",
             "| variant | tokens/s | padding share | peak RSS (MB) | train peak increase (MB) | "
             "step losses (warmup first) |",
@@ -619,6 +736,8 @@ def render_markdown(res: dict) -> str:
                 f"| **ratio qed/plain** | **{b['ratio_tokens_per_s']:.2f}** | | **{b['ratio_peak_rss']:.2f}** | "
                 f"**{b['ratio_train_peak_increase']:.2f}** | |",
                 "",
+                "Per-step qed/plain tokens/s ratios (sorted): "
+                + ", ".join(f"{x:.2f}" for x in b["ratio_tokens_per_s_per_step"]) + ".",
                 f"Loss agreement qed vs plain, relative |diff| per step: {', '.join(f'{x:.1e}' for x in rel)}; "
                 f"same target-token counts every step: {b['target_tokens_equal']}.",
                 f"Throughput ratio {b['ratio_tokens_per_s']:.2f} {ok} the issue's target (qed tokens/s >= plain's).",
@@ -634,26 +753,46 @@ def interpret(res: dict) -> list[str]:
     if a and "ratio_peak_increase" in a:
         c = a["config"]
         ch = a["chunked"]
+        wg = c["weight_grad_mb"]
+        chunk = c["chunk_size"] * c["vocab"] * 4 / MB
+        gh = c["tokens"] * c["hidden"] * 4 / MB
+        fwd_est, bwd_est = wg + 2 * chunk + gh, 2 * wg + gh
         notes.append(
             f"Loss memory: the chunked loss peaks at {ch['peak_increase_mb']:.0f} MB over its inputs against "
             f"{a['reference']['peak_increase_mb']:.0f} MB for the materialised one (ratio "
-            f"{a['ratio_peak_increase']:.3f}). Of the chunked peak, the fp32 weight gradient ({c['weight_grad_mb']:.0f} MB) "
-            "is needed by any implementation; the backward returns a scaled copy of it (out of place, "
-            "on purpose), so the saved and returned gradient briefly coexist, and each chunk holds "
-            f"[chunk, V] logits plus logsumexp's temporary ({2 * c['chunk_size'] * c['vocab'] * 4 / MB:.0f} MB "
-            "at this chunk size). The ratio grows with H, because the [V, H] gradient does.")
+            f"{a['ratio_peak_increase']:.3f}); the reference holds ~3 copies of the [N, V] fp32 logits in "
+            f"backward ({3 * c['logits_mb']:.0f} MB). The chunked peak is the larger of its forward, "
+            f"~{fwd_est:.0f} MB = fp32 weight-gradient accumulator ({wg:.0f}) + the [chunk, V] logits and "
+            f"logsumexp's same-sized temporary (2 x {chunk:.0f}) + grad hidden ({gh:.0f}), and its backward, "
+            f"~{bwd_est:.0f} MB: backward returns an out-of-place scaled copy of the saved weight gradient, so "
+            f"two [V, H] fp32 gradients coexist ({'backward' if bwd_est > fwd_est else 'forward'} dominates "
+            "here). Neither copy is inherent: scaling in place (or returning the saved gradient when the "
+            "incoming grad is 1) and a logsumexp without the temporary would leave ~one weight gradient + one "
+            f"chunk, ~{wg + chunk + gh:.0f} MB (ratio "
+            f"{(wg + chunk + gh) / a['reference']['peak_increase_mb']:.2f}); a smaller chunk_size lowers it "
+            "further. The ratio grows with H because the [V, H] gradient does, while the reference's peak does not.")
         notes.append(
             f"Loss time: chunked/reference fwd+bwd {a['ratio_time']:.2f}; the chunked loss does all its work "
             "in forward (backward is a rescale), so compare fwd+bwd, not the parts.")
     b = res.get("sft")
     if b and "ratio_tokens_per_s" in b:
-        q, p = b["qed"], b["plain"]
+        q, p, c_b = b["qed"], b["plain"], b["config"]
         notes.append(
             f"Throughput: qed {q['tokens_per_s']:.0f} vs plain {p['tokens_per_s']:.0f} real tokens/s "
             f"(ratio {b['ratio_tokens_per_s']:.2f}); plain spends {p['padding_share']:.1%} of its positions "
             f"on padding, qed {q['padding_share']:.1%}. Losses agree to "
             f"{max(b['loss_rel_diff_per_step']):.1e} relative at worst over all steps "
             f"(first step {b['loss_rel_diff_per_step'][0]:.1e}): both are the mean over the same trained tokens.")
+        if b["ratio_tokens_per_s"] < 1.0:
+            rows = [mb[1] for s in q["steps"] for mb in s["micro_batches"]]
+            notes.append(
+                f"Why qed is not faster here: a packed row (up to {c_b['micro_batch_tokens']} tokens, "
+                f"{min(rows)}-{max(rows)} in these steps, ~5 samples) runs attention over the whole row with a "
+                "block-diagonal mask; sdpa on CPU computes all T^2 scores, so a row of k samples does ~k times "
+                "the attention work of the same samples padded separately. Packing saves the padding "
+                f"({p['padding_share']:.1%} here) but pays that back and more at this model size. A kernel that "
+                "skips the masked blocks (FlashAttention-2 varlen, flex attention) removes the extra work on GPU; "
+                "smaller packed rows (--micro-batch-tokens) cut it on CPU.")
         notes.append(
             f"Memory: peak RSS qed/plain {b['ratio_peak_rss']:.2f} (whole process, model and AdamW state "
             f"included; increase during training {b['ratio_train_peak_increase']:.2f}). At this vocabulary "
@@ -683,16 +822,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--loss-tokens", type=int, default=4096)
     ap.add_argument("--loss-vocab", type=int, default=151936)
-    ap.add_argument("--loss-hidden", type=int, default=1024,
-                    help="part a hidden size (Qwen3-4B is 2560; 1024 by default for time on 2 CPU cores)")
+    ap.add_argument("--loss-hidden", type=int, default=2560,
+                    help="part a hidden size (Qwen3-4B's 2560; 1024 halves part a's ~2 minutes on 2 cores)")
     ap.add_argument("--loss-chunk-size", type=int, default=1024)
     ap.add_argument("--skip-loss", action="store_true", help="skip part a")
     ap.add_argument("--skip-sft", action="store_true", help="skip part b")
     ap.add_argument("--skip-variant", action="append", default=[], choices=["qed", "plain"],
                     help="skip one part-b variant (repeatable; for quick checks)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="run qed and plain one after the other instead of interleaving their steps")
     ap.add_argument("--trl-python", default=None, help="python of a separate venv with trl installed")
     ap.add_argument("--trl-timeout", type=float, default=300.0)
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--name", default="sft", help="results file stem: <out>/<name>.md and .json")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-spec", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-result", default=None, help=argparse.SUPPRESS)
@@ -716,11 +858,11 @@ def main(argv=None) -> int:
     res["total_s"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sft.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
     md = render_markdown(res) + f"\nTotal benchmark wall time: {res['total_s']:.0f} s.\n"
-    (out / "sft.md").write_text(md)
+    (out / f"{args.name}.md").write_text(md)
     print(md)
-    print(f"wrote {out / 'sft.md'} and {out / 'sft.json'}")
+    print(f"wrote {out / (args.name + '.md')} and {out / (args.name + '.json')}")
     return 0
 
 
