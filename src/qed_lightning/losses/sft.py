@@ -74,8 +74,9 @@ def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Loss and all gradients in one chunked forward; backward is a rescale.
 
-    Saves only grad_hidden [N, H], grad_weight [V, H] and grad_bias [V] (in the
+    Keeps only grad_hidden [N, H], grad_weight [V, H] and grad_bias [V] (in the
     input dtypes), never the logits, and never the inputs: no recompute needed.
+    One backward per forward: the kept gradients are handed over, not copied.
     """
 
     @staticmethod
@@ -127,14 +128,18 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 logits = h @ w.t()  # [C, V]
                 if b is not None:
                     logits += b
-                lse = torch.logsumexp(logits, dim=1, keepdim=True)  # [C, 1]
-                loss += (lse - logits.gather(1, tgt)).sum()
+                # logsumexp by hand, in place: torch.logsumexp allocates a second
+                # [C, V] temporary, which at a 150k vocabulary doubles the chunk's cost.
+                target_logit = logits.gather(1, tgt)  # [C, 1]
+                row_max = logits.amax(dim=1, keepdim=True)  # [C, 1]
+                probs = logits.sub_(row_max).exp_()  # [C, V], unnormalised
+                row_sum = probs.sum(dim=1, keepdim=True)  # [C, 1]
+                loss += (row_max + row_sum.log() - target_logit).sum()
 
                 if not want_any:
                     continue
-                # d(lse - z_y)/dz = softmax(z) - onehot(y); built in the logits
-                # buffer so a chunk holds one [C, V] tensor, not three.
-                grad_z = logits.sub_(lse).exp_()  # [C, V]
+                # d(lse - z_y)/dz = softmax(z) - onehot(y), built in the same buffer.
+                grad_z = probs.div_(row_sum)  # [C, V]
                 grad_z.scatter_add_(1, tgt, torch.full_like(tgt, -1, dtype=cdt))
                 if grad_h is not None:
                     grad_h.index_copy_(0, idx, (grad_z @ w).to(grad_h.dtype))
@@ -142,23 +147,31 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                     grad_w.addmm_(grad_z.t(), h)
                 if grad_b is not None:
                     grad_b += grad_z.sum(0)
-                del logits, grad_z, h
+                del logits, probs, grad_z, h
 
-        ctx.save_for_backward(
+        # Held as attributes, not save_for_backward: backward hands these buffers to
+        # autograd and drops its own reference, so the [V, H] gradient is never copied.
+        ctx.grads = [
             grad_h,
             grad_w.to(weight.dtype) if grad_w is not None else None,
             grad_b.to(bias.dtype) if grad_b is not None else None,
-        )
+        ]
         ctx.mark_non_differentiable(n_tokens)
         return loss, n_tokens
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: torch.Tensor, _grad_count: torch.Tensor | None):  # type: ignore[override]
-        grad_h, grad_w, grad_b = ctx.saved_tensors
-        # Out of place on purpose: scaling the saved buffers in place (as Liger does)
-        # would compound on a second backward through a retained graph.
-        out = [None if g is None else g * grad_loss.to(g.dtype) for g in (grad_h, grad_w, grad_b)]
+        if ctx.grads is None:
+            raise RuntimeError(
+                "chunked_linear_cross_entropy supports one backward per forward (its gradients "
+                "were computed in forward and already handed over); recompute the loss instead "
+                "of backpropagating through a retained graph twice"
+            )
+        grads, ctx.grads = ctx.grads, None
+        # Scaled in place and released: autograd can then adopt the buffer as .grad
+        # instead of cloning it, so the peak holds one [V, H] gradient, not two.
+        out = [None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads]
         return out[0], out[1], out[2], None, None, None, None
 
 
@@ -168,7 +181,7 @@ def chunked_linear_cross_entropy(
     labels: torch.Tensor,
     *,
     bias: torch.Tensor | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
     ignore_index: int = -100,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy of ``hidden @ weight.T + bias`` against ``labels``,

@@ -18,7 +18,7 @@ IGNORE_INDEX = -100
 
 
 class CausalLMWithLoss(nn.Module):
-    def __init__(self, policy: nn.Module, loss: str, chunk_size: int = 1024) -> None:
+    def __init__(self, policy: nn.Module, loss: str, chunk_size: int = 256) -> None:
         super().__init__()
         self.policy = policy
         fn = get_sft_loss(loss)

@@ -70,7 +70,7 @@ class SFTModule(pl.LightningModule):
         revision: str | None = None,
         dtype: str = "float32",
         loss: str = "auto",
-        loss_chunk_size: int = 1024,
+        loss_chunk_size: int = 256,
         optimizer: str = "adamw",
         lr: float = 3e-5,
         weight_decay: float = 0.0,
