@@ -213,15 +213,19 @@ def test_never_allocates_full_logits():
     assert biggest[0] <= max(chunk * v, n * h, v * h) < n * v
 
 
-def test_bf16_inputs_keep_dtypes_and_math_in_fp32():
+def test_bf16_inputs_project_in_bf16_and_softmax_in_fp32():
     hidden, weight, bias, labels = make_inputs(n=40, h=32, v=64, dtype=torch.bfloat16, bias=True)
     loss, count, grads = loss_and_grads(chunked_linear_cross_entropy, hidden, weight, bias, labels, chunk_size=16)
     assert loss.dtype == torch.float32
     assert [g.dtype for g in grads] == [torch.bfloat16] * 3
-    # Same bf16 values upcast: the only difference left is rounding grads to bf16.
+    # The reference also projects in bf16 and upcasts the logits; it adds the bias in
+    # bf16 where chunked adds it in fp32, hence 1e-3 rather than exact.
+    bf16_loss, _, _ = loss_and_grads(reference_linear_cross_entropy, hidden, weight, bias, labels)
+    torch.testing.assert_close(loss, bf16_loss.float(), rtol=1e-3, atol=1e-3)
+    # Against fp32 math on the same values only bf16 rounding of logits/grads is left.
     up = [t.detach().float() for t in (hidden, weight, bias)]
     ref_loss, _, ref_grads = loss_and_grads(reference_linear_cross_entropy, *up, labels)
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-2, atol=1e-2)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
 
@@ -317,11 +321,13 @@ def test_liger_matches_reference_on_cuda(dtype, with_bias):
     up = [t.float() if t is not None else None for t in on_gpu]
     ref_loss, ref_count, ref_grads = loss_and_grads(reference_linear_cross_entropy, *up, labels, scale=0.5)
     chk_loss, _, chk_grads = loss_and_grads(chunked_linear_cross_entropy, *on_gpu, labels, scale=0.5)
+    same_dtype_loss, _, _ = loss_and_grads(reference_linear_cross_entropy, *on_gpu, labels, scale=0.5)
 
     assert count.item() == ref_count.item() == n - 70
     loose = dtype == torch.bfloat16
     torch.testing.assert_close(loss.float(), ref_loss, rtol=2e-2 if loose else 1e-4, atol=1e-2 if loose else 1e-4)
-    torch.testing.assert_close(chk_loss, ref_loss, rtol=1e-4, atol=1e-4)
+    # chunked and the reference both project in the input dtype, then softmax in fp32
+    torch.testing.assert_close(chk_loss, same_dtype_loss.float(), rtol=1e-4, atol=1e-4)
     for got, chk, want in zip(grads, chk_grads, ref_grads):
         if want is None:
             continue

@@ -102,13 +102,17 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         rows = mask.nonzero().squeeze(1)  # [M]
         n_rows = rows.numel()
 
-        # Upcast once rather than per chunk. Costs one transient [V, H] fp32 copy
-        # when the head is bf16, which the fp32 grad_weight accumulator matches anyway.
-        w = weight.to(cdt)  # [V, H]
+        # Matmuls run in the inputs' dtype (bf16 on tensor cores: an fp32 projection was
+        # measured 9x slower than the bf16 one on an H200); only the logits and the
+        # softmax are upcast, as Hugging Face's loss and Liger's kernel do.
+        mm_dtype = torch.promote_types(hidden.dtype, weight.dtype)
+        w = weight.to(mm_dtype)  # [V, H], no copy when dtypes already agree
         b = bias.to(cdt) if bias is not None else None  # [V]
 
         loss = torch.zeros((), dtype=cdt, device=device)
         grad_h = torch.zeros_like(hidden) if want_h else None  # [N, H]
+        # Accumulated in the weight's dtype across chunks (as Liger does): an fp32
+        # accumulator would cost a [V, H] fp32 buffer plus a cast per chunk.
         grad_w = torch.zeros_like(w) if want_w else None  # [V, H]
         grad_b = torch.zeros_like(b) if (want_b and b is not None) else None  # [V]
 
@@ -122,10 +126,10 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         with autocast_off:
             for start in range(0, n_rows, chunk_size):
                 idx = rows[start : start + chunk_size]  # [C]
-                h = hidden.index_select(0, idx).to(cdt)  # [C, H]
+                h = hidden.index_select(0, idx).to(mm_dtype)  # [C, H]
                 tgt = labels.index_select(0, idx).long().unsqueeze(1)  # [C, 1]
 
-                logits = h @ w.t()  # [C, V]
+                logits = (h @ w.t()).to(cdt)  # [C, V]
                 if b is not None:
                     logits += b
                 # logsumexp by hand, in place: torch.logsumexp allocates a second
@@ -142,9 +146,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 grad_z = probs.div_(row_sum)  # [C, V]
                 grad_z.scatter_add_(1, tgt, torch.full_like(tgt, -1, dtype=cdt))
                 if grad_h is not None:
-                    grad_h.index_copy_(0, idx, (grad_z @ w).to(grad_h.dtype))
+                    grad_h.index_copy_(0, idx, (grad_z.to(mm_dtype) @ w).to(grad_h.dtype))
                 if grad_w is not None:
-                    grad_w.addmm_(grad_z.t(), h)
+                    grad_w.addmm_(grad_z.t().to(mm_dtype), h)
                 if grad_b is not None:
                     grad_b += grad_z.sum(0)
                 del logits, probs, grad_z, h
@@ -188,8 +192,8 @@ def chunked_linear_cross_entropy(
     without materialising the [N, V] logits.
 
     Peak extra memory is one [chunk_size, V] buffer plus the gradients themselves;
-    the logits math runs in fp32 (fp64 if an input is fp64) whatever the input
-    dtype and even under autocast. Gradients come back in each input's own dtype.
+    the projections run in the inputs' dtype and the logits/softmax math in fp32
+    (fp64 if an input is fp64), even under autocast. Gradients come back in each input's own dtype.
 
     Args:
         hidden: [N, H] final hidden states (batch and time flattened).
