@@ -1,8 +1,9 @@
-"""The ``qed`` command: LightningCLI with qed's defaults, plus ``qed export``.
+"""The ``qed`` command: LightningCLI with qed's defaults, plus ``qed export`` and ``qed judge``.
 
     qed fit --config configs/demo/sft.yaml --trainer.max_epochs=2
     qed fit --config configs/sft/qed_nano_sft.yaml --print_config
     qed export runs/.../checkpoints/last.ckpt out/model
+    qed judge --config configs/judge/local_vllm.yaml --input proofs.jsonl --output verdicts.jsonl
 
 Every run logs ``metrics.csv`` (CSVLogger under ``runs/``), the resolved
 ``config.yaml`` and ``run_metadata.json``; checkpoints go to ``<log_dir>/checkpoints``
@@ -26,6 +27,7 @@ from lightning.pytorch.cli import LightningCLI
 from qed_lightning.callbacks import HFExportCallback, QedCheckpoint, RunMetadataCallback
 
 EXPORT_HELP = "qed export CHECKPOINT OUTPUT_DIR   write a Hugging Face model from a saved checkpoint"
+JUDGE_HELP = "qed judge --config judge.yaml --input proofs.jsonl --output verdicts.jsonl   grade a file of proofs"
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -67,7 +69,7 @@ def _make_cli(args: Sequence[str] | None, run: bool) -> QedCLI:
         parser_kwargs={
             "default_env": True,
             "env_prefix": "PL",
-            "description": f"qed_lightning trainer.  Also: {EXPORT_HELP}",
+            "description": f"qed_lightning trainer.  Also: {EXPORT_HELP};  {JUDGE_HELP}",
         },
         args=args,
         run=run,
@@ -83,11 +85,22 @@ def export_main(args: Sequence[str]) -> None:
     print(f"exported to {out}")
 
 
+def judge_main(args: Sequence[str]) -> None:
+    from jsonargparse import CLI
+
+    from qed_lightning.judging.grade_file import grade_file
+
+    CLI(grade_file, args=list(args), as_positional=False)
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``qed``; pass ``args`` to call it from tests and notebooks."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "export":
         export_main(argv[1:])
+        return
+    if argv and argv[0] == "judge":
+        judge_main(argv[1:])
         return
     run_cli(None if args is None else argv)
 

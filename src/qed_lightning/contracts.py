@@ -1,6 +1,6 @@
 """The typed contracts every stage shares: problems, completions, verdicts, and the
 protocols of a rollout engine and a judge. One definition each, here; later stages
-fill them in (engines in ``engines/``, judges in ``rewards/``)."""
+fill them in (engines in ``engines/``, judges in ``judging/``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -104,12 +104,21 @@ class GradingItem:
 @dataclass(frozen=True)
 class Verdict:
     """A judge's answer for one item. ``score`` is 0..7 when the judge answered;
-    when it failed after retries ``error`` says why and ``score`` is None, so a
-    failure is never mistaken for a real zero."""
+    when it failed after retries ``error`` says why (``"<kind>: <detail>"``) and
+    ``score`` is None, so a failure is never mistaken for a real zero.
+
+    ``origin`` says where the verdict came from: ``"judge"`` (a grader call),
+    ``"cache"`` (an earlier identical call), ``"no_answer"`` (truncated or empty
+    answer, scored 0 without a call). ``latency_s`` and ``attempts`` describe the
+    grader call (0 when there was none).
+    """
 
     score: int | None
     raw: str = ""
     error: str | None = None
+    origin: str = "judge"
+    latency_s: float = 0.0
+    attempts: int = 0
 
     def __post_init__(self) -> None:
         if self.score is not None and not 0 <= self.score <= 7:
@@ -120,6 +129,11 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def error_kind(self) -> str | None:
+        """The part of ``error`` before the first colon (``"timeout"``, ``"no_verdict"``...)."""
+        return None if self.error is None else self.error.split(":", 1)[0].strip()
 
     @property
     def reward(self) -> float:

@@ -1,0 +1,129 @@
+"""Judge prompt templates: package data or a user's file, validated when loaded.
+
+A template is a Markdown file with a front matter that names its placeholders, its
+verdict format and its score scale::
+
+    ---
+    placeholders: [problem, marking_scheme, proof]
+    verdict: score_tag
+    scale: [0, 1, 2, 3, 4, 5, 6, 7]
+    ---
+    ...{{problem}}...{{marking_scheme}}...{{proof}}...
+
+Placeholders are ``{{name}}`` (single braces are common in LaTeX). A template whose
+body and declaration disagree, or that lacks ``problem`` or ``proof``, is refused
+when the judge is built, not when the first batch is graded.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from qed_lightning.contracts import Problem
+from qed_lightning.judging.verdicts import VerdictFormat, get_verdict_format
+
+__all__ = ["BUILTIN_TEMPLATES", "FIELDS", "PromptTemplate", "load_template", "new_fence_tag"]
+
+# name -> package file under qed_lightning/prompts
+BUILTIN_TEMPLATES = {
+    "rl_strict": "judge_rl_strict.md",
+    "imo_proofbench": "judge_imo_proofbench.md",
+    "proofbench": "judge_proofbench.md",
+}
+# placeholder -> Problem attribute it is filled from ("proof" is the graded answer)
+FIELDS = {
+    "problem": "statement",
+    "marking_scheme": "rubric",
+    "grading_guidelines": "rubric",
+    "reference_solution": "reference_solution",
+    "proof": None,
+}
+REQUIRED = ("problem", "proof")
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.DOTALL)
+
+
+def new_fence_tag(proof: str) -> str:
+    """A random tag for the proof fence that the proof itself does not contain, so
+    a proof cannot close its own fence (it was written before the tag existed)."""
+    while True:
+        tag = secrets.token_hex(8)
+        if tag not in proof:
+            return tag
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    body: str
+    placeholders: tuple[str, ...]
+    verdict: VerdictFormat
+    scale: tuple[int, ...]
+
+    def check_problem(self, problem: Problem) -> None:
+        """Raises if ``problem`` lacks a field this template needs (e.g. a rubric)."""
+        for ph in self.placeholders:
+            attr = FIELDS[ph]
+            if attr is not None and not getattr(problem, attr):
+                raise ValueError(
+                    f"problem {problem.id!r} has no {attr} but judge template {self.name!r} "
+                    f"needs it for {{{{{ph}}}}}"
+                )
+
+    def render(self, problem: Problem, proof: str, fence_tag: str) -> str:
+        """The prompt for one item, the proof fenced with ``fence_tag``."""
+        self.check_problem(problem)
+        fenced = f"BEGIN PROOF {fence_tag}\n{proof}\nEND PROOF {fence_tag}"
+        values = {ph: (fenced if FIELDS[ph] is None else getattr(problem, FIELDS[ph])) for ph in self.placeholders}
+        # One pass over the template: a value containing "{{problem}}" stays literal.
+        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.body)
+
+
+def _parse(text: str, source: str) -> PromptTemplate:
+    m = _FRONT_MATTER.match(text)
+    if not m:
+        raise ValueError(f"judge template {source}: missing front matter (--- placeholders/verdict/scale ---)")
+    try:
+        meta = yaml.safe_load(m.group(1)) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"judge template {source}: front matter is not YAML: {err}") from None
+    unknown = set(meta) - {"placeholders", "verdict", "scale"}
+    missing = {"placeholders", "verdict", "scale"} - set(meta)
+    if unknown or missing:
+        raise ValueError(f"judge template {source}: front matter keys missing {sorted(missing)}, unknown {sorted(unknown)}")
+    declared = tuple(meta["placeholders"] or ())
+    body = text[m.end():]
+    used = set(_PLACEHOLDER.findall(body))
+    problems = []
+    if bad := sorted(set(declared) - set(FIELDS)):
+        problems.append(f"unknown placeholders {bad} (valid: {sorted(FIELDS)})")
+    if absent := sorted(set(declared) - used):
+        problems.append(f"declared but not in the text: {['{{%s}}' % p for p in absent]}")
+    if undeclared := sorted(used - set(declared)):
+        problems.append(f"used but not declared: {['{{%s}}' % p for p in undeclared]}")
+    if need := [p for p in REQUIRED if p not in declared]:
+        problems.append(f"a judge template must contain {['{{%s}}' % p for p in need]}")
+    scale = tuple(int(s) for s in meta["scale"] or ())
+    if not scale or any(not 0 <= s <= 7 for s in scale):
+        problems.append(f"scale must be a non-empty list within 0..7, got {meta['scale']!r}")
+    if problems:
+        raise ValueError(f"judge template {source}: " + "; ".join(problems))
+    return PromptTemplate(source, body, declared, get_verdict_format(meta["verdict"]), scale)
+
+
+def load_template(name_or_path: str) -> PromptTemplate:
+    """A built-in template by name (:data:`BUILTIN_TEMPLATES`) or a user's file."""
+    if name_or_path in BUILTIN_TEMPLATES:
+        text = resources.files("qed_lightning").joinpath("prompts", BUILTIN_TEMPLATES[name_or_path]).read_text("utf-8")
+        return _parse(text, name_or_path)
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise ValueError(
+            f"judge template {name_or_path!r} is neither a built-in ({sorted(BUILTIN_TEMPLATES)}) nor an existing file"
+        )
+    return _parse(path.read_text("utf-8"), str(path))
