@@ -1,6 +1,6 @@
 """Judges: grading proofs 0-7 against a rubric.
 
-Light to import: the HTTP client lives in ``judging.http`` and is imported only when
+Light to import: the HTTP client lives in ``judging.openai_client`` and is imported only when
 a config names it.
 """
 from qed_lightning.judging.answer import ExtractedAnswer, extract_answer, strip_self_evaluation

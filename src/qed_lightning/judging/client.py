@@ -2,7 +2,7 @@
 
 An :class:`~qed_lightning.judging.llm_judge.LLMJudge` turns items into prompts and
 replies into verdicts; a ``CompletionClient`` only answers prompts. The HTTP client
-(``judging/http.py``) is one; an in-process vLLM engine is another.
+(``judging/openai_client.py``) is one; an in-process vLLM engine is another.
 """
 from __future__ import annotations
 

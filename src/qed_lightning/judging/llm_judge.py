@@ -65,8 +65,9 @@ class LLMJudge(BaseJudge):
         return cache_key(self.template.body, fields, answer, grader)
 
     def _grade_answers(self, problems: Sequence[Problem], answers: Sequence[str]) -> list[Verdict]:
-        keys = [self._key(p, a) for p, a in zip(problems, answers)] if self.cache else [None] * len(answers)
-        verdicts: list[Verdict | None] = [self.cache.get(k) if self.cache else None for k in keys]
+        cache = self.cache  # compared with None: an empty cache is falsy (__len__)
+        keys = [self._key(p, a) for p, a in zip(problems, answers)] if cache is not None else [None] * len(answers)
+        verdicts: list[Verdict | None] = [cache.get(k) if cache is not None else None for k in keys]
         todo = [i for i, v in enumerate(verdicts) if v is None]
         tags = {i: new_fence_tag(answers[i]) for i in todo}
         regex = self.template.verdict.constrained(self.template.scale) if self.constrained_verdict else None
@@ -76,8 +77,8 @@ class LLMJudge(BaseJudge):
         for i, reply in zip(todo, replies, strict=True):
             verdicts[i] = verdict = self._to_verdict(reply, tags[i])
             fresh.append((keys[i], verdict))
-        if self.cache:
-            self.cache.put_many(fresh)
+        if cache is not None:
+            cache.put_many(fresh)
         return verdicts  # type: ignore[return-value]
 
     def _to_verdict(self, reply, fence_tag: str) -> Verdict:
