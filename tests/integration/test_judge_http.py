@@ -112,7 +112,7 @@ def test_chat_request_fields_and_constrained_regex(fresh):
     LLMJudge(client, answer_mode="whole", constrained_verdict=True).grade(items("y"))
     sent = fresh.stats()["last_request"]
     assert sent["model"] == "grader" and sent["max_completion_tokens"] == 99 and sent["reasoning_effort"] == "low"
-    assert sent["structured_outputs"] == {"regex": r"[^<>]{0,2000}<score>(0|1|2|3|4|5|6|7)</score>"}
+    assert sent["structured_outputs"] == {"regex": r"[^<>]{0,1000}<score>(0|1|2|3|4|5|6|7)</score>"}
 
 
 def test_cache_hits_skip_the_server(fresh, tmp_path):

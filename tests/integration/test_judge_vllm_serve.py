@@ -37,7 +37,7 @@ def client(server, max_tokens=24, **kw):
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
 def test_constrained_verdicts_from_a_real_server(server, api):
-    # room for the format's free-text preamble (up to 2000 characters) and the tag
+    # room for the format's free-text preamble (up to 1000 characters) and the tag
     judge = LLMJudge(client(server, api=api, max_tokens=1500), constrained_verdict=True, answer_mode="whole")
     items = [GradingItem(PROBLEM, f"Attempt {i}: 2a + 2b = 2(a + b).") for i in range(6)]
     verdicts = judge.grade(items)

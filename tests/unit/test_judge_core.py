@@ -130,7 +130,7 @@ def test_constrained_verdict_sends_the_format_regex():
     LLMJudge(Recording(), template="imo_proofbench", constrained_verdict=True, answer_mode="whole").grade(
         [item("x", Problem("p", "s", rubric="g", reference_solution="r"))]
     )
-    assert seen == [r"[^<>]{0,2000}<points>(0|1|6|7) out of 7</points>"]
+    assert seen == [r"[^<>]{0,1000}<points>(0|1|6|7) out of 7</points>"]
 
 
 def bad_rule(problem, answer):

@@ -28,8 +28,8 @@ class VerdictFormat:
     def constrained(self, scale: Sequence[int]) -> str:
         choices = "|".join(str(s) for s in scale)
         if self.name == "score_tag":
-            return rf"[^<>]{{0,2000}}<score>({choices})</score>"
-        return rf"[^<>]{{0,2000}}<points>({choices}) out of 7</points>"
+            return rf"[^<>]{{0,1000}}<score>({choices})</score>"
+        return rf"[^<>]{{0,1000}}<points>({choices}) out of 7</points>"
 
 
 VERDICT_FORMATS: dict[str, VerdictFormat] = {
