@@ -1,7 +1,8 @@
 """Judges: grading proofs 0-7 against a rubric.
 
-Light to import: the HTTP client lives in ``judging.openai_client`` and is imported only when
-a config names it.
+The HTTP client (``judging.openai_client``), the in-process engine client
+(``judging.engine_client``) and the fault server are imported by name, only when a
+config or a test uses them.
 """
 from qed_lightning.judging.answer import ExtractedAnswer, extract_answer, strip_self_evaluation
 from qed_lightning.judging.base import BaseJudge, JudgeUnavailableError, rewards_from_verdicts

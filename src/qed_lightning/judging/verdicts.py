@@ -69,8 +69,15 @@ def drop_echoed_proof(reply: str, fence_tag: str | None) -> str:
     judge copied into its reply: whatever they contain was written by the policy."""
     if not fence_tag:
         return reply
-    region = re.compile(rf"BEGIN PROOF {re.escape(fence_tag)}.*?END PROOF {re.escape(fence_tag)}", re.DOTALL)
-    return region.sub(" ", reply)
+    # str.find rather than a regex: the tag is new per request, so a compiled pattern
+    # would never be reused.
+    begin, end = f"BEGIN PROOF {fence_tag}", f"END PROOF {fence_tag}"
+    parts, pos = [], 0
+    while (start := reply.find(begin, pos)) >= 0 and (stop := reply.find(end, start + len(begin))) >= 0:
+        parts.append(reply[pos:start])
+        pos = stop + len(end)
+    parts.append(reply[pos:])
+    return " ".join(parts)
 
 
 def parse_verdict(

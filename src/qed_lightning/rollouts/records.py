@@ -1,0 +1,52 @@
+"""Rollout records: what the model wrote, one JSONL per step, with bounded volume.
+
+At 1,024 samples x 49k tokens a step the full text is ~200 MB per step; the settings
+keep every n-th step, the first k groups, and cut text at m characters.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qed_lightning.rollouts.batch import RolloutBatch
+
+__all__ = ["RolloutRecorder"]
+
+
+class RolloutRecorder:
+    """Args:
+        directory: Where ``step_000040.jsonl`` files go.
+        every_n_steps: Record steps 0, n, 2n, ... (0 disables recording).
+        max_groups: First k groups of a step (None: all).
+        max_chars: Cut completion text at m characters (None: whole).
+    """
+
+    def __init__(self, directory: str | Path, every_n_steps: int = 1, max_groups: int | None = None,
+                 max_chars: int | None = 4000) -> None:
+        self.directory = Path(directory)
+        self.every_n_steps, self.max_groups, self.max_chars = every_n_steps, max_groups, max_chars
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"step_{step:06d}.jsonl"
+
+    def write(self, step: int, batch: RolloutBatch) -> Path | None:
+        if not self.every_n_steps or step % self.every_n_steps:
+            return None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path(step)
+        tmp = path.with_suffix(".jsonl.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for i, (c, v) in enumerate(zip(batch.completions, batch.verdicts)):
+                group = int(batch.group_ids[i])
+                if self.max_groups is not None and group >= self.max_groups:
+                    continue
+                text = c.text if self.max_chars is None else c.text[: self.max_chars]
+                f.write(json.dumps({
+                    "step": step, "problem_id": batch.problems[group].id, "group": group, "sample": i,
+                    "text": text, "text_chars": len(c.text), "completion_tokens": len(c.completion_ids),
+                    "finish_reason": c.finish_reason, "score": v.score, "reward": float(batch.rewards[i]),
+                    "verdict_error": v.error, "verdict_origin": v.origin, "verdict": v.raw[: self.max_chars or None],
+                    "weight_version": c.weight_version,
+                }, ensure_ascii=False) + "\n")
+        tmp.replace(path)  # a reader never sees half a step
+        return path
