@@ -1,0 +1,121 @@
+"""The rollout DataModule: a stream of prompt lists, one list per RL step.
+
+It yields *problems*, not completions: generation runs in the training step, after
+the previous step's weight push, so Lightning's one-batch prefetch cannot make the
+step off-policy. The problem order is a function of (seed, epoch) and the step index
+alone; the stream position saved in a checkpoint is the number of finished steps, so
+a resume continues with exactly the prompts the run would have seen.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from qed_lightning.contracts import Problem
+from qed_lightning.data.sources import DataSourceError, iter_rows
+from qed_lightning.rollouts.problems import ProblemColumns, rows_to_problems
+
+__all__ = ["RolloutDataModule", "problems_for_step"]
+
+log = logging.getLogger(__name__)
+
+
+def problems_for_step(problems: list[Problem], step: int, per_step: int, seed: int) -> list[Problem]:
+    """The ``per_step`` problems of ``step``: epochs are seeded permutations walked in order."""
+    n = len(problems)
+    out = []
+    for k in range(step * per_step, (step + 1) * per_step):
+        epoch, index = divmod(k, n)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.append(problems[int(order[index])])
+    return out
+
+
+class _StepStream(torch.utils.data.IterableDataset):
+    def __init__(self, dm: "RolloutDataModule") -> None:
+        self.dm = dm
+
+    def __iter__(self) -> Iterator[list[Problem]]:
+        dm = self.dm
+        rank, world = dm.rank_and_world()
+        step = dm.start_step
+        while True:
+            batch = problems_for_step(dm.problems, step, dm.prompts_per_step, dm.seed)
+            yield batch[rank::world]  # whole groups per rank: group baselines need no communication
+            step += 1
+
+
+class RolloutDataModule(pl.LightningDataModule):
+    """Problems for RL.
+
+    Args:
+        source: ``demo``, a local file (.jsonl/.json/.csv/.parquet) or a hub id
+            (``lm-provers/FineProofs-RL``; pin ``revision``).
+        config_name, split, revision: Hub dataset selection.
+        problem_column, rubric_column, id_column, reference_column: Column mapping.
+        difficulty_filter: Keep mean reward < ``max_reward_mean`` and std > ``min_reward_std``
+            (the paper's FineProofs-RL selection; needs ``reward_mean``/``reward_std``).
+        prompts_per_step: Problems per RL step across all ranks (paper: 64).
+        seed: Seed of the problem order.
+    """
+
+    def __init__(
+        self,
+        source: str = "demo",
+        config_name: str | None = None,
+        split: str = "train",
+        revision: str | None = None,
+        problem_column: str = "problem",
+        rubric_column: str | None = "rubrics",
+        id_column: str | None = None,
+        reference_column: str | None = None,
+        difficulty_filter: bool = False,
+        max_reward_mean: float = 0.7,
+        min_reward_std: float = 0.08,
+        prompts_per_step: int = 64,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if prompts_per_step < 1:
+            raise ValueError(f"prompts_per_step must be >= 1, got {prompts_per_step}")
+        self.source, self.config_name, self.split, self.revision = source, config_name, split, revision
+        self.columns = ProblemColumns(problem=problem_column, rubric=rubric_column, id=id_column,
+                                      reference_solution=reference_column)
+        self.difficulty_filter, self.max_reward_mean, self.min_reward_std = difficulty_filter, max_reward_mean, min_reward_std
+        self.prompts_per_step, self.seed = prompts_per_step, seed
+        self.problems: list[Problem] = []
+        self.start_step = 0
+
+    def rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def setup(self, stage: str) -> None:
+        if self.problems:
+            return
+        rows = iter_rows(self.source, config_name=self.config_name, split=self.split, revision=self.revision)
+        self.problems, filtered = rows_to_problems(rows, self.columns, self.difficulty_filter,
+                                                   self.max_reward_mean, self.min_reward_std)
+        if not self.problems:
+            raise DataSourceError(f"{self.source}: no problems left ({filtered} removed by the difficulty filter)")
+        _, world = self.rank_and_world()
+        if self.prompts_per_step % world:
+            raise ValueError(f"prompts_per_step {self.prompts_per_step} must divide evenly over {world} ranks")
+        rank_zero_info(f"rollout problems: {len(self.problems)} from {self.source} ({filtered} filtered out)")
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        # batch_size=None: each item already is one step's prompt list
+        return torch.utils.data.DataLoader(_StepStream(self), batch_size=None, collate_fn=lambda x: x)
+
+    def state_dict(self) -> dict:
+        trainer = self.trainer
+        return {"next_step": trainer.global_step if trainer is not None else self.start_step, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(f"checkpoint's problem order seed {state['seed']} differs from the config's {self.seed}")
+        self.start_step = int(state["next_step"])
