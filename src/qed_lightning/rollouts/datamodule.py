@@ -19,7 +19,7 @@ from qed_lightning.contracts import Problem
 from qed_lightning.data.sources import DataSourceError, iter_rows
 from qed_lightning.rollouts.problems import ProblemColumns, rows_to_problems
 
-__all__ = ["RolloutDataModule", "problems_for_step"]
+__all__ = ["ProblemBatch", "RolloutDataModule", "problems_for_step"]
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +35,34 @@ def problems_for_step(problems: list[Problem], step: int, per_step: int, seed: i
     return out
 
 
+class ProblemBatch:
+    """One step's problems for this rank. A plain container on purpose: Lightning's
+    batch transfer walks lists and dataclasses and cannot rebuild frozen ones."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+
+    def __iter__(self) -> Iterator[Problem]:
+        return iter(self.problems)
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def __repr__(self) -> str:
+        return f"ProblemBatch({[p.id for p in self.problems]})"
+
+
 class _StepStream(torch.utils.data.IterableDataset):
     def __init__(self, dm: "RolloutDataModule") -> None:
         self.dm = dm
 
-    def __iter__(self) -> Iterator[list[Problem]]:
+    def __iter__(self) -> Iterator[ProblemBatch]:
         dm = self.dm
         rank, world = dm.rank_and_world()
         step = dm.start_step
         while True:
             batch = problems_for_step(dm.problems, step, dm.prompts_per_step, dm.seed)
-            yield batch[rank::world]  # whole groups per rank: group baselines need no communication
+            yield ProblemBatch(batch[rank::world])  # whole groups per rank: group baselines need no communication
             step += 1
 
 
