@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from qed_lightning.contracts import Problem
 
-__all__ = ["boxed_answer_matches", "last_boxed"]
+__all__ = ["boxed_answer_matches", "contains_letter_e", "last_boxed"]
 
 
 def last_boxed(text: str) -> str | None:
@@ -28,3 +28,10 @@ def boxed_answer_matches(problem: Problem, answer: str) -> int:
     if boxed is None:
         return 0
     return 7 if "".join(boxed.split()) == "".join(str(problem.metadata["answer"]).split()) else 0
+
+
+def contains_letter_e(problem: Problem, answer: str) -> int:
+    """7 when the answer contains the letter "e" (either case), else 0: a toy reward for
+    demos and notebooks, where the policy is too small to prove anything but a few RL
+    steps can move this."""
+    return 7 if "e" in answer.lower() else 0

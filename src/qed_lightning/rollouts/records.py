@@ -10,7 +10,7 @@ from pathlib import Path
 
 from qed_lightning.rollouts.batch import RolloutBatch
 
-__all__ = ["RolloutRecorder"]
+__all__ = ["RolloutRecorder", "read_records"]
 
 
 class RolloutRecorder:
@@ -50,3 +50,11 @@ class RolloutRecorder:
                 }, ensure_ascii=False) + "\n")
         tmp.replace(path)  # a reader never sees half a step
         return path
+
+
+def read_records(directory: str | Path) -> list[dict]:
+    """Every record of every ``step_*.jsonl`` under ``directory``, in step order."""
+    rows = []
+    for path in sorted(Path(directory).glob("step_*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    return rows
