@@ -182,3 +182,10 @@ def test_bad_input_row_is_named(fresh, tmp_path):
 
         grade_file(judge_for(fresh), str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"))
     assert not (tmp_path / "out.jsonl").exists() and fresh.stats()["requests"] == 0
+
+
+def test_progress_bar_mode_keeps_the_order(fresh, capsys):
+    client = OpenAICompatibleClient(fresh.base_url, "grader", progress=True, max_concurrency=4, **FAST)
+    verdicts = LLMJudge(client, answer_mode="whole").grade(items(*[f"p SCORE={i % 8}" for i in range(12)]))
+    assert [v.score for v in verdicts] == [i % 8 for i in range(12)]
+    assert "12/12" in capsys.readouterr().err

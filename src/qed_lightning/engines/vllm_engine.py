@@ -75,6 +75,7 @@ class VLLMEngine:
         seed: Engine seed (sampling without a per-request seed).
         enable_prefix_caching: Reuse the KV of shared prompt prefixes (a group's n samples).
         sleep_mode: Allow ``sleep``/``wake_up`` (CUDA only; None: on when CUDA is available).
+        progress: Show vLLM's progress bar (done / total and tokens/s) while generating.
     """
 
     def __init__(
@@ -89,8 +90,10 @@ class VLLMEngine:
         enable_prefix_caching: bool = True,
         sleep_mode: bool | None = None,
         revision: str | None = None,
+        progress: bool = False,
     ) -> None:
         self.model_path = resolve_model_path(model)
+        self.progress = progress
         self.on_cuda = torch.cuda.is_available()
         self.sleep_mode = self.on_cuda if sleep_mode is None else sleep_mode
         if not self.on_cuda and kv_cache_memory_bytes is None:
@@ -152,7 +155,7 @@ class VLLMEngine:
                 requests.append(TokensPrompt(prompt_token_ids=list(ids)))
                 params.append(to_sampling_params(sampling, n=1, seed=seed, regex=regex))
                 owners.append(i)
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        outputs = self.llm.generate(requests, params, use_tqdm=self.progress)
         groups: list[list[Completion]] = [[] for _ in prompts]
         for owner, out in zip(owners, outputs, strict=True):
             for c in out.outputs:

@@ -18,7 +18,7 @@ import os
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Sequence
 
 import httpx
@@ -59,6 +59,7 @@ class OpenAICompatibleClient:
         max_backoff_s: Cap on one wait, Retry-After included.
         max_concurrency: Requests in flight at once.
         extra_body: Extra JSON fields sent with every request (server-specific options).
+        progress: Show a progress bar (done / total) while a batch is graded.
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class OpenAICompatibleClient:
         max_backoff_s: float = 60.0,
         max_concurrency: int = 64,
         extra_body: dict[str, Any] | None = None,
+        progress: bool = False,
     ) -> None:
         if api not in APIS:
             raise ValueError(f"api must be one of {APIS}, got {api!r}")
@@ -86,7 +88,7 @@ class OpenAICompatibleClient:
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.max_concurrency, self.extra_body = max_concurrency, dict(extra_body or {})
-        self.api_key_env = api_key_env
+        self.api_key_env, self.progress = api_key_env, progress
         headers = {}
         self._secret: str | None = None
         if api_key_env:
@@ -115,7 +117,15 @@ class OpenAICompatibleClient:
         self._http.close()
 
     def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
-        return list(self._pool.map(self._complete_one, requests))
+        if not self.progress:
+            return list(self._pool.map(self._complete_one, requests))
+        from tqdm.auto import tqdm
+
+        futures = [self._pool.submit(self._complete_one, r) for r in requests]
+        with tqdm(total=len(futures), desc="judging", unit="proof") as bar:
+            for _ in as_completed(futures):
+                bar.update()
+        return [f.result() for f in futures]
 
     # ------------------------------------------------------------------ one request
 
