@@ -28,3 +28,10 @@ def test_paper_scale_group_does_not_fit_one_80gb_card():
     e = estimate_memory(QWEN3_4B, train_tokens=49_664, kv_tokens=16 * 49_152)
     assert e.kv_cache > 100 and e.total > 160
     assert estimate_memory(QWEN3_4B, 8192, 8 * 8192, optimizer="adamw_8bit").total < 60
+
+
+def test_sleep_mode_peak_is_the_larger_phase():
+    e = estimate_memory(SMALL, 3, 5)
+    assert e.training_phase * GIB == 2000 + 2000 + 8000 + 336 + 240
+    assert e.generation_phase * GIB == 2000 + 8000 + 2000 + 80
+    assert e.peak_with_sleep == max(e.training_phase, e.generation_phase) < e.total

@@ -45,7 +45,22 @@ class MemoryEstimate:
 
     @property
     def total(self) -> float:
+        """Everything at once: an engine that never sleeps."""
         return sum(asdict(self).values())
+
+    @property
+    def training_phase(self) -> float:
+        """While the trainer trains, with the engine asleep (weights offloaded, KV freed)."""
+        return self.weights + self.gradients + self.optimizer + self.master_weights + self.activations + self.loss_buffer
+
+    @property
+    def generation_phase(self) -> float:
+        """While the engine generates, with the trainer's gradients freed."""
+        return self.weights + self.optimizer + self.master_weights + self.engine_weights + self.kv_cache
+
+    @property
+    def peak_with_sleep(self) -> float:
+        return max(self.training_phase, self.generation_phase)
 
     def table(self) -> str:
         rows = [f"| {k.replace('_', ' ')} | {v:.1f} |" for k, v in asdict(self).items()]
