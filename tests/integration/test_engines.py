@@ -108,3 +108,13 @@ def test_hf_engine_matches_vllm_on_greedy_text_and_seeds_reproduce(vllm_engine, 
     assert [[c.completion_ids for c in g] for g in a] == [[c.completion_ids for c in g] for g in b]
     for c in a[0]:
         torch.testing.assert_close(torch.tensor(c.logprobs), trainer_logprobs(hf.model, c, 0.8), rtol=0, atol=1e-4)
+
+
+def test_engine_start_failures_say_why(tmp_path):
+    from qed_lightning.engines.vllm_engine import VLLMEngine
+
+    with pytest.raises(ValueError, match="needs kv_cache_memory_bytes"):
+        VLLMEngine("tiny")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RuntimeError, match="(?s)failed to start.*Unrecognized model.*Common causes"):
+        VLLMEngine(str(tmp_path), kv_cache_memory_bytes=1 << 20)

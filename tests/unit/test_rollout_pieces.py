@@ -88,3 +88,21 @@ def test_recorder_bounds_volume(tmp_path):
     assert [(x["problem_id"], x["score"], x["text"], x["text_chars"]) for x in lines] == [
         ("a", 7, "t[2", len("t[2, 3]")), ("a", 0, "t[4", len("t[4]"))]
     assert lines[0]["weight_version"] == 3 and lines[0]["step"] == 4
+
+
+def test_a_completion_without_tokens_stays_in_the_batch_with_its_reward():
+    empty = Completion([1, 2], [], [], "stop", "", 0)
+    b = build_rollout_batch([Problem("a", "A")], [[empty, comp([1, 2], [3], version=0)]],
+                            [Verdict(0, origin="no_answer"), Verdict(7)], torch.tensor([0.0, 1.0]),
+                            torch.ones(2, dtype=torch.bool), pad_id=0)
+    assert b.num_samples == 2 and b.completion_mask[0].sum() == 0 and b.rewards.tolist() == [0.0, 1.0]
+
+
+def test_empty_source_is_an_error_at_setup(tmp_path):
+    from qed_lightning.rollouts.datamodule import RolloutDataModule
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"problem": "P", "rubrics": "R", "reward_mean": 0.9, "reward_std": 0.3}) + "\n")
+    dm = RolloutDataModule(str(path), difficulty_filter=True, prompts_per_step=1)
+    with pytest.raises(DataSourceError, match="no problems left \\(1 removed by the difficulty filter\\)"):
+        dm.setup("fit")
