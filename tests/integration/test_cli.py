@@ -8,7 +8,9 @@ import pytest
 from qed_lightning.cli import main, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+ALL_CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+JUDGE_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "judge"]  # `qed judge`, not `qed fit`
+CONFIGS = [p for p in ALL_CONFIGS if p not in JUDGE_CONFIGS]
 PRESETS = sorted((ROOT / "callbacks").glob("*.yaml"))
 HEAVY = ("vllm", "liger_kernel", "bitsandbytes", "httpx", "openai")  # (lightning itself imports triton)
 
@@ -23,8 +25,8 @@ def test_help_runs_and_imports_no_heavy_dependency():
 
 
 def test_every_config_is_listed():
-    names = {p.relative_to(ROOT / "configs").as_posix() for p in CONFIGS}
-    assert {"demo/sft.yaml", "sft/qed_nano_sft.yaml"} <= names
+    names = {p.relative_to(ROOT / "configs").as_posix() for p in ALL_CONFIGS}
+    assert {"demo/sft.yaml", "sft/qed_nano_sft.yaml", "judge/local_vllm.yaml"} <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -35,6 +37,15 @@ def test_print_config_of_every_config(config, capsys):
     printed = capsys.readouterr().out
     assert "class_path: qed_lightning." in printed
     assert "checkpoint:" in printed and "export:" in printed
+
+
+@pytest.mark.parametrize("config", JUDGE_CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_print_config_of_every_judge_config(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["judge", "--config", str(config), "--input", "in.jsonl", "--output", "out.jsonl", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: qed_lightning.judging." in printed and "api_key_env:" in printed
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())

@@ -35,3 +35,17 @@ def test_a_push_into_the_policy_engine_leaves_the_judge_engine_alone(judge_clien
         assert judge_client.engine.weight_version == 0
     finally:
         vllm_engine.load_weights(tiny_model.state_dict(), version=0)
+
+
+def test_dropping_an_engine_leaves_the_others_working(tiny_model_dir, vllm_engine):
+    import gc
+
+    from qed_lightning.engines.vllm_engine import VLLMEngine
+
+    extra = VLLMEngine(str(tiny_model_dir), dtype="float32", max_model_len=256, kv_cache_memory_bytes=32 << 20)
+    greedy = SamplingSettings(temperature=0.0, max_tokens=4)
+    expected = vllm_engine.generate([[5, 6, 7]], greedy)[0][0].completion_ids
+    assert extra.generate([[5, 6, 7]], greedy)[0][0].completion_ids == expected
+    del extra
+    gc.collect()
+    assert vllm_engine.generate([[5, 6, 7]], greedy)[0][0].completion_ids == expected

@@ -37,6 +37,13 @@ from qed_lightning.models import resolve_model_path  # noqa: E402
 
 __all__ = ["VLLMEngine", "to_sampling_params"]
 
+# Every engine started here, kept until the process exits. vLLM's engine shutdown
+# (run when an LLM is garbage-collected) tears down the process-wide parallel state
+# that all in-process engines share: dropping the judge's engine would break the
+# policy's ("pipeline model parallel group is not initialized"). Engines in a run live
+# as long as the run, so holding them costs nothing there.
+_LIVE_ENGINES: list = []
+
 
 def to_sampling_params(s: SamplingSettings, n: int | None = None, seed: int | None = None,
                        regex: str | None = None) -> SamplingParams:
@@ -109,6 +116,7 @@ class VLLMEngine:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self.sleep_mode)
         try:
             self.llm = LLM(**kwargs)
+            _LIVE_ENGINES.append(self.llm)
         except Exception as err:
             raise RuntimeError(
                 f"vLLM engine for {self.model_path!r} failed to start: {type(err).__name__}: {err}. "
