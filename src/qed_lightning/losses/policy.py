@@ -1,0 +1,130 @@
+"""RL policy losses: name -> one pure function, over the completion tokens of a micro-batch.
+
+Every loss takes flat token tensors (only tokens that count are passed in)::
+
+    loss, metrics = fn(logp, old_logp, advantages, seq, entropy, norms, **settings)
+
+``logp`` [M] trainer log-probs (logits / temperature, differentiable), ``old_logp`` [M]
+the sampling log-probs, ``advantages`` [M] each token's sequence advantage, ``seq``
+[M] the token's sample index, ``entropy`` [M]. ``norms`` holds step-global counts, so
+the losses of all micro-batches and ranks add up to the step's objective: each
+normaliser is over the whole optimizer step, never per micro-batch, and losses are
+multiplied by the world size because DDP averages gradients over ranks.
+``metrics`` are sums (divide by ``token_count``), so micro-batches add up too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+__all__ = ["POLICY_LOSSES", "PolicyLossFn", "StepNorms", "get_policy_loss"]
+
+
+@dataclass(frozen=True)
+class StepNorms:
+    samples: int  # N: samples in the optimizer step, all ranks (paper: 1024)
+    tokens: int  # completion tokens that count in the step, all ranks
+    max_tokens: int  # sampling max_tokens (Dr. GRPO's constant)
+    seq_lengths: torch.Tensor  # [N_local] counted tokens of each local sample
+    world_size: int = 1
+
+
+PolicyLossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def _ppo_objective(ratio, advantages, eps_low, eps_high):
+    """min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) and where the clip is active."""
+    unclipped = ratio * advantages  # [M]
+    clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * advantages  # [M]
+    return torch.minimum(unclipped, clipped), (clipped < unclipped)
+
+
+def _metrics(ratio, clipped, entropy) -> dict[str, torch.Tensor]:
+    return {
+        "token_count": torch.tensor(float(ratio.numel())),
+        "clip_count": clipped.float().sum().detach(),
+        "ratio_sum": ratio.sum().detach(),
+        "entropy_sum": entropy.sum().detach(),
+    }
+
+
+def qed_nano(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps: float = 4.0,
+             entropy_coef: float = 1e-4):
+    """QED-Nano's objective: PPO-min surrogate with eps 4 (in practice only ratio <= 5
+    binds), entropy bonus, no KL; -sum over sequences and tokens / N (samples per step)."""
+    ratio = (logp - old_logp).exp()  # [M]
+    obj, clipped = _ppo_objective(ratio, advantages, eps, eps)
+    obj = obj + entropy_coef * entropy  # [M]
+    loss = -obj.sum() / norms.samples * norms.world_size
+    return loss, _metrics(ratio, clipped, entropy)
+
+
+def grpo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps: float = 0.2, entropy_coef: float = 0.0):
+    """GRPO: per-sequence token mean of the clipped surrogate, then mean over sequences."""
+    ratio = (logp - old_logp).exp()
+    obj, clipped = _ppo_objective(ratio, advantages, eps, eps)
+    obj = obj + entropy_coef * entropy
+    per_token = obj / norms.seq_lengths[seq].clamp_min(1)  # [M]: token mean inside its sequence
+    loss = -per_token.sum() / norms.samples * norms.world_size
+    return loss, _metrics(ratio, clipped, entropy)
+
+
+def dr_grpo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps: float = 0.2, entropy_coef: float = 0.0):
+    """Dr. GRPO: token sum / (number of sequences x max_tokens): no length bias."""
+    ratio = (logp - old_logp).exp()
+    obj, clipped = _ppo_objective(ratio, advantages, eps, eps)
+    obj = obj + entropy_coef * entropy
+    loss = -obj.sum() / (norms.samples * norms.max_tokens) * norms.world_size
+    return loss, _metrics(ratio, clipped, entropy)
+
+
+def dapo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps_low: float = 0.2,
+         eps_high: float = 0.28, entropy_coef: float = 0.0):
+    """DAPO: token-level mean over the whole step, clip-higher (eps_low 0.2, eps_high 0.28)."""
+    ratio = (logp - old_logp).exp()
+    obj, clipped = _ppo_objective(ratio, advantages, eps_low, eps_high)
+    obj = obj + entropy_coef * entropy
+    loss = -obj.sum() / max(norms.tokens, 1) * norms.world_size
+    return loss, _metrics(ratio, clipped, entropy)
+
+
+def gspo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps_low: float = 3e-4,
+         eps_high: float = 4e-4, entropy_coef: float = 0.0):
+    """GSPO: one ratio per sequence, exp of the *mean* token log-ratio (not the sum),
+    clipped per sequence; mean over sequences."""
+    n = norms.seq_lengths.numel()
+    lengths = norms.seq_lengths.to(logp.dtype).clamp_min(1)  # [N]
+    log_ratio = torch.zeros(n, dtype=logp.dtype).index_add(0, seq, logp - old_logp) / lengths  # [N]
+    present = torch.zeros(n, dtype=torch.bool).index_fill(0, seq, True)  # samples with tokens here
+    seq_adv = torch.zeros(n, dtype=logp.dtype).index_copy(0, seq, advantages.to(logp.dtype))  # [N]
+    ratio = log_ratio.exp()  # [N]
+    obj, clipped = _ppo_objective(ratio[present], seq_adv[present], eps_low, eps_high)
+    ent = torch.zeros(n, dtype=logp.dtype).index_add(0, seq, entropy / lengths[seq])[present]  # [N'] token mean
+    loss = -(obj + entropy_coef * ent).sum() / norms.samples * norms.world_size
+    metrics = _metrics((logp - old_logp).exp(), clipped, entropy)  # clip_count counts sequences here
+    return loss, metrics
+
+
+def cispo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps_high: float = 0.28,
+          entropy_coef: float = 0.0):
+    """CISPO: the importance weight min(r, 1 + eps_high) is detached and multiplies
+    A * logp, so clipped tokens still get a gradient; token-level mean over the step."""
+    ratio = (logp - old_logp).exp()
+    weight = ratio.clamp(max=1 + eps_high).detach()  # [M]
+    obj = weight * advantages * logp + entropy_coef * entropy
+    loss = -obj.sum() / max(norms.tokens, 1) * norms.world_size
+    return loss, _metrics(ratio, ratio > 1 + eps_high, entropy)
+
+
+POLICY_LOSSES: dict[str, PolicyLossFn] = {
+    "qed_nano": qed_nano, "grpo": grpo, "dr_grpo": dr_grpo, "dapo": dapo, "gspo": gspo, "cispo": cispo,
+}
+
+
+def get_policy_loss(name: str) -> PolicyLossFn:
+    try:
+        return POLICY_LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown policy loss {name!r}; valid: {sorted(POLICY_LOSSES)}") from None

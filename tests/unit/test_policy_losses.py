@@ -1,0 +1,136 @@
+"""Policy losses and advantages against values computed by hand on tiny tensors."""
+import math
+
+import pytest
+import torch
+
+from qed_lightning.losses.advantages import get_advantage, zero_advantage_groups
+from qed_lightning.losses.policy import POLICY_LOSSES, StepNorms, get_policy_loss
+from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
+
+# two sequences: seq 0 has tokens 0,1; seq 1 has token 2
+LOGP = torch.tensor([math.log(0.5), math.log(0.2), math.log(0.9)], dtype=torch.float64)
+OLD = torch.tensor([math.log(0.25), math.log(0.4), math.log(0.9)], dtype=torch.float64)  # ratios 2, 0.5, 1
+ADV = torch.tensor([1.0, 1.0, -2.0], dtype=torch.float64)
+SEQ = torch.tensor([0, 0, 1])
+ENT = torch.tensor([0.3, 0.1, 0.2], dtype=torch.float64)
+NORMS = StepNorms(samples=4, tokens=3, max_tokens=10, seq_lengths=torch.tensor([2, 1]))
+
+
+def run(name, norms=NORMS, **kw):
+    logp = LOGP.clone().requires_grad_()
+    loss, metrics = get_policy_loss(name)(logp, OLD, ADV, SEQ, ENT, norms, **kw)
+    loss.backward()
+    return loss.item(), logp.grad, metrics
+
+
+def test_qed_nano_by_hand():
+    # eps 4: nothing clips (ratios 2, .5, 1 inside [-3, 5]); obj = r*A + 1e-4 H
+    loss, grad, m = run("qed_nano")
+    obj = 2 * 1 + 0.5 * 1 + 1 * -2 + 1e-4 * 0.6
+    assert loss == pytest.approx(-obj / 4)
+    # d(-r A / N)/dlogp = -r A / N
+    torch.testing.assert_close(grad, torch.tensor([-2 / 4, -0.5 / 4, 2 / 4], dtype=torch.float64))
+    assert m["clip_count"] == 0 and m["token_count"] == 3
+
+
+def test_grpo_clips_and_averages_per_sequence():
+    # eps .2: token 0 r=2 A=1 -> min(2, 1.2) = 1.2 (clipped, no grad); token 1 r=.5 A=1 -> min(.5, .8) = .5
+    # seq 0 mean = (1.2 + .5) / 2; seq 1: r=1 -> -2; loss = -(0.85 - 2) / 4
+    loss, grad, m = run("grpo")
+    assert loss == pytest.approx(-(0.85 - 2) / 4)
+    torch.testing.assert_close(grad, torch.tensor([0.0, -0.5 / 2 / 4, 2 / 4], dtype=torch.float64))
+    assert m["clip_count"] == 1
+
+
+def test_dr_grpo_divides_by_samples_times_max_tokens():
+    loss, _, _ = run("dr_grpo")
+    assert loss == pytest.approx(-(1.2 + 0.5 - 2) / (4 * 10))
+
+
+def test_dapo_clip_higher_and_token_mean():
+    # eps_high .28: token 0 -> 1.28; token 1 r=.5 -> min(.5, .8) = .5; token 2 -> -2
+    loss, _, _ = run("dapo")
+    assert loss == pytest.approx(-(1.28 + 0.5 - 2) / 3)
+
+
+def test_gspo_uses_the_mean_log_ratio_per_sequence():
+    # seq 0: mean log ratio (log 2 + log .5) / 2 = 0 -> s = 1; seq 1: s = 1; nothing clips
+    loss, grad, m = run("gspo")
+    assert loss == pytest.approx(-(1 * 1 + 1 * -2) / 4)
+    # d s0 / d logp_t = s0 / 2 for both tokens of seq 0
+    torch.testing.assert_close(grad, torch.tensor([-0.5 / 4, -0.5 / 4, 2 / 4], dtype=torch.float64))
+    # with a summed ratio the gradient would double: check it does not
+    assert m["clip_count"] == 0
+
+
+def test_cispo_detaches_the_clipped_weight():
+    # weights min(r, 1.28) = 1.28, .5, 1; obj = w A logp; grad = -w A / T
+    loss, grad, m = run("cispo")
+    expected = -(1.28 * 1 * LOGP[0] + 0.5 * 1 * LOGP[1] + 1 * -2 * LOGP[2]).item() / 3
+    assert loss == pytest.approx(expected)
+    torch.testing.assert_close(grad, torch.tensor([-1.28 / 3, -0.5 / 3, 2 / 3], dtype=torch.float64))
+    assert m["clip_count"] == 1
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_LOSSES))
+def test_world_size_factor_and_micro_batch_additivity(name):
+    whole, _, _ = run(name)
+    doubled, _, _ = run(name, StepNorms(4, 3, 10, torch.tensor([2, 1]), world_size=2))
+    assert doubled == pytest.approx(2 * whole)
+    fn = get_policy_loss(name)
+    parts = [fn(LOGP[i], OLD[i], ADV[i], SEQ[i], ENT[i], NORMS)[0] for i in ([0, 1], [2])]
+    assert sum(p.item() for p in parts) == pytest.approx(whole)
+
+
+def test_unknown_loss_lists_the_registry():
+    with pytest.raises(ValueError, match="valid: \\['cispo', 'dapo', 'dr_grpo', 'grpo', 'gspo', 'qed_nano'\\]"):
+        get_policy_loss("ppo2")
+
+
+REWARDS = torch.tensor([1.0, 0.0, 0.5, 0.5, 0.2, 0.8])
+GROUPS = torch.tensor([0, 0, 1, 1, 2, 2])
+
+
+def test_advantages_by_hand():
+    valid = torch.ones(6, dtype=torch.bool)
+    torch.testing.assert_close(get_advantage("group_mean")(REWARDS, GROUPS, valid),
+                               torch.tensor([0.5, -0.5, 0.0, 0.0, -0.3, 0.3]))
+    torch.testing.assert_close(get_advantage("group_std")(REWARDS, GROUPS, valid),
+                               torch.tensor([1.0, -1.0, 0.0, 0.0, -1.0, 1.0]), atol=1e-4, rtol=0)
+    batch_std = REWARDS.std(unbiased=False)
+    torch.testing.assert_close(get_advantage("batch_std")(REWARDS, GROUPS, valid),
+                               torch.tensor([0.5, -0.5, 0.0, 0.0, -0.3, 0.3]) / (batch_std + 1e-6))
+    # RLOO with G = 2: R_i - R_other
+    torch.testing.assert_close(get_advantage("rloo")(REWARDS, GROUPS, valid),
+                               torch.tensor([1.0, -1.0, 0.0, 0.0, -0.6, 0.6]))
+
+
+def test_invalid_samples_are_left_out_of_the_baseline():
+    rewards = torch.tensor([1.0, 0.0, 0.0])  # the third failed to grade and is masked
+    adv = get_advantage("group_mean")(rewards, torch.tensor([0, 0, 0]), torch.tensor([True, True, False]))
+    torch.testing.assert_close(adv, torch.tensor([0.5, -0.5, 0.0]))
+
+
+def test_zero_advantage_groups():
+    adv = get_advantage("group_mean")(REWARDS, GROUPS, torch.ones(6, dtype=torch.bool))
+    assert zero_advantage_groups(adv, GROUPS).tolist() == [False, False, True, True, False, False]
+
+
+def test_token_logprobs_and_entropy_match_materialised_and_chunking():
+    torch.manual_seed(0)
+    hidden = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(11, 5, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 11, (7,))
+    logp, ent = token_logprobs_and_entropy(hidden, weight, targets, temperature=0.8, chunk_size=3)
+    (logp.sum() + 0.5 * ent.sum()).backward()
+    got = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    logits = hidden @ weight.t() / 0.8
+    ref_logp = logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0]
+    ref_ent = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+    (ref_logp.sum() + 0.5 * ref_ent.sum()).backward()
+    torch.testing.assert_close(logp, ref_logp)
+    torch.testing.assert_close(ent, ref_ent)
+    torch.testing.assert_close(got[0], hidden.grad)
+    torch.testing.assert_close(got[1], weight.grad)
