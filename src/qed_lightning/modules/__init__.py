@@ -1,4 +1,5 @@
 """LightningModules: wiring of model, loss and optimizer for each training stage."""
+from qed_lightning.modules.grpo import GRPOModule
 from qed_lightning.modules.sft import SFTModule
 
-__all__ = ["SFTModule"]
+__all__ = ["GRPOModule", "SFTModule"]

@@ -1,0 +1,290 @@
+"""GRPOModule: RL with rubric rewards, one rollout batch per optimizer step.
+
+A step: sample ``sampling.n`` completions for each of this step's problems with the
+weights of the previous step (on-policy), grade them, compute advantages, pack the
+counted samples into micro-batches by token budget, accumulate the policy loss's
+gradients over them (normalisers global over the step), clip, step, and push the
+new weights into the engine. Log-probs come from a chunked pass over the LM head at
+the sampling temperature, so ``[B, T, V]`` logits are never kept for backward.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegistry, RNGState
+from qed_lightning.contracts import SamplingSettings
+from qed_lightning.judging.base import BaseJudge
+from qed_lightning.losses.advantages import get_advantage, zero_advantage_groups
+from qed_lightning.losses.policy import StepNorms, get_policy_loss
+from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
+from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
+from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
+from qed_lightning.optim import build_optimizer, build_scheduler
+from qed_lightning.rollouts.datamodule import ProblemBatch
+from qed_lightning.rollouts.microbatch import pack_rollouts
+from qed_lightning.rollouts.producer import RolloutProducer
+from qed_lightning.rollouts.prompts import PROOF_PROMPT
+from qed_lightning.rollouts.records import RolloutRecorder
+
+__all__ = ["GRPOModule"]
+
+
+class GRPOModule(pl.LightningModule):
+    """RL on proofs graded by a judge.
+
+    Args:
+        model: Policy: alias, directory or hub id (the SFT export for the paper's run).
+        revision: Hub revision of the policy.
+        dtype: Trainer weights dtype.
+        judge: The reward judge (``LLMJudge``, ``RuleJudge``); its ``on_failure``
+            decides whether failed gradings are zero-reward or masked out.
+        engine: Rollout engine settings.
+        sampling: Group size ``n``, temperature, top_p, top_k, max_tokens, stop.
+        prompt_template: Rollout prompt around ``{problem}``.
+        loss: Policy loss name (``qed_nano``, ``grpo``, ``dr_grpo``, ``dapo``, ``gspo``, ``cispo``).
+        loss_args: Overrides of the loss's settings (``eps``, ``entropy_coef``...).
+        advantage: ``group_mean`` (paper), ``group_std``, ``batch_std`` or ``rloo``.
+        filter_zero_advantage_groups: Leave out groups whose rewards are all equal.
+        overlong_filtering: Leave out completions that hit max_tokens without EOS.
+        micro_batch_tokens: Tokens per packed micro-batch (>= longest prompt + max_tokens).
+        logprob_chunk_size: Rows per chunk of the LM-head pass.
+        optimizer, lr, weight_decay, betas, lr_schedule, warmup_ratio: The optimizer
+            (paper: AdamW, 1e-6, 0.01, constant).
+        max_grad_norm: Gradient-norm clip (paper: 0.3; 0 disables).
+        gradient_checkpointing: Recompute activations in backward.
+        seed: Run seed: per-sample sampling seeds derive from it.
+        on_long_prompt: ``skip`` (count) or ``error`` for prompts that cannot fit max_tokens.
+        max_consecutive_skips: Skipped steps in a row (non-finite gradients, nothing to
+            learn from) before the run stops.
+        records: Rollout record settings.
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        judge: BaseJudge | None = None,
+        revision: str | None = None,
+        dtype: str = "float32",
+        engine: EngineSettings = EngineSettings(),
+        sampling: SamplingSettings = SamplingSettings(temperature=0.8, max_tokens=1024, n=16),
+        prompt_template: str = PROOF_PROMPT,
+        loss: str = "qed_nano",
+        loss_args: dict | None = None,
+        advantage: str = "group_mean",
+        filter_zero_advantage_groups: bool = False,
+        overlong_filtering: bool = False,
+        micro_batch_tokens: int = 8192,
+        logprob_chunk_size: int = 256,
+        optimizer: str = "adamw",
+        lr: float = 1e-6,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        lr_schedule: str = "constant",
+        warmup_ratio: float = 0.0,
+        max_grad_norm: float = 0.3,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+        on_long_prompt: str = "skip",
+        max_consecutive_skips: int = 5,
+        records: RecordSettings = RecordSettings(),
+    ) -> None:
+        super().__init__()
+        if judge is None:
+            raise ValueError("GRPOModule needs a judge (model.judge: class_path ... in the config)")
+        if (sampling.temperature if isinstance(sampling, SamplingSettings) else sampling.get("temperature", 0.8)) <= 0:
+            raise ValueError("RL samples at a temperature > 0 (the trainer's log-probs divide by it)")
+        self.save_hyperparameters(ignore=["judge"])
+        # nested settings may arrive as dicts (from a config) or as the dataclasses
+        self.engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(**engine)
+        self.sampling = sampling if isinstance(sampling, SamplingSettings) else SamplingSettings(**sampling)
+        self.record_settings = records if isinstance(records, RecordSettings) else RecordSettings(**records)
+        self.automatic_optimization = False
+        self.judge = judge
+        self.loss_fn, self.loss_args = get_policy_loss(loss), dict(loss_args or {})
+        self.advantage_fn = get_advantage(advantage)
+        self.model_path = resolve_model_path(model)
+        self.tokenizer = load_tokenizer(model, revision)
+        self.policy: torch.nn.Module | None = None
+        self.engine = None
+        self.producer: RolloutProducer | None = None
+        self.checkpoint_state = CheckpointRegistry()
+        self.checkpoint_state.register("rng", RNGState())
+        self._skips_in_a_row = 0
+
+    # ------------------------------------------------------------------ setup
+
+    def configure_model(self) -> None:
+        if self.policy is not None:
+            return
+        hp = self.hparams
+        policy = load_policy(hp.model, hp.revision, hp.dtype)
+        if hp.gradient_checkpointing:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.config.use_cache = False
+        self.policy = policy.train()
+
+    def setup(self, stage: str) -> None:
+        # Before configure_optimizers: on CUDA the engine takes its memory first.
+        if stage != "fit" or self.engine is not None:
+            return
+        hp, eng = self.hparams, self.engine_settings
+        if eng.backend == "vllm":
+            from qed_lightning.engines.vllm_engine import VLLMEngine
+
+            self.engine = VLLMEngine(self.model_path, dtype=eng.dtype or hp.dtype, max_model_len=eng.max_model_len,
+                                     gpu_memory_utilization=eng.gpu_memory_utilization,
+                                     kv_cache_memory_bytes=eng.kv_cache_memory_bytes,
+                                     tensor_parallel_size=eng.tensor_parallel_size, seed=hp.seed,
+                                     progress=eng.progress)
+        elif eng.backend == "hf":
+            from qed_lightning.engines.hf_engine import HFEngine
+
+            self.engine = HFEngine(self.model_path, dtype=eng.dtype or hp.dtype)
+        else:
+            raise ValueError(f"engine.backend must be 'vllm' or 'hf', got {eng.backend!r}")
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        rec = self.record_settings
+        recorder = RolloutRecorder(log_dir / "rollouts", rec.every_n_steps, rec.max_groups, rec.max_chars)
+        self.producer = RolloutProducer(self.engine, self.judge, self.tokenizer, self.sampling, hp.prompt_template,
+                                        hp.seed, hp.on_long_prompt, recorder)
+        if hasattr(self.judge, "cache_reference"):
+            self.checkpoint_state.register("judge_cache", _JudgeCacheRef(self.judge))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = build_optimizer(hp.optimizer, self.policy.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
+                              betas=tuple(hp.betas))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = build_scheduler(hp.lr_schedule, opt, total_steps=total, warmup_ratio=hp.warmup_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        # After a resume has restored weights and the step count: the engine starts
+        # from exactly the trainer's weights, stamped with this step.
+        self._push_weights()
+
+    def _push_weights(self) -> None:
+        self.engine.wake_up(["weights"])
+        self.engine.load_weights(self.policy.state_dict(), version=self.global_step)
+        self.engine.wake_up(["kv_cache"])
+
+    # ------------------------------------------------------------------ step
+
+    def _sum(self, value: float) -> float:
+        return float(self.trainer.strategy.reduce(torch.tensor(float(value), device=self.device), reduce_op="sum"))
+
+    def training_step(self, batch: ProblemBatch, batch_idx: int):
+        hp = self.hparams
+        step, t0 = self.global_step, time.perf_counter()
+        rollouts = self.producer.produce(batch.problems, step, expected_version=step)
+        self.engine.sleep()
+        t_rollout = time.perf_counter() - t0
+
+        valid = rollouts.reward_mask
+        adv = self.advantage_fn(rollouts.rewards, rollouts.group_ids, valid)  # [N]
+        keep = valid.clone()
+        if hp.overlong_filtering:
+            keep &= ~rollouts.truncated
+        if hp.filter_zero_advantage_groups:
+            keep &= ~zero_advantage_groups(adv, rollouts.group_ids)
+        seq_lengths = torch.where(keep, rollouts.completion_mask.sum(1), 0)  # [N]
+        norms = StepNorms(samples=int(self._sum(rollouts.num_samples)), tokens=int(self._sum(seq_lengths.sum())),
+                          max_tokens=self.sampling.max_tokens, seq_lengths=seq_lengths,
+                          world_size=self.trainer.world_size)
+        learnable = bool(((adv != 0) & keep).any())
+
+        t1 = time.perf_counter()
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        totals = {"loss": 0.0, "token_count": 0.0, "clip_count": 0.0, "entropy_sum": 0.0, "ratio_sum": 0.0,
+                  "gap_sum": 0.0, "gap_max": 0.0}
+        if learnable:
+            for mb in pack_rollouts(rollouts, adv, keep, hp.micro_batch_tokens, self.producer.pad_id):
+                loss, metrics, gap = self._micro_loss(mb, norms)
+                self.manual_backward(loss)
+                totals["loss"] += float(loss.detach())
+                for k in ("token_count", "clip_count", "entropy_sum", "ratio_sum"):
+                    totals[k] += float(metrics[k])
+                totals["gap_sum"] += float(gap.sum())
+                totals["gap_max"] = max(totals["gap_max"], float(gap.max()) if gap.numel() else 0.0)
+        max_norm = hp.max_grad_norm if hp.max_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm) if learnable else torch.tensor(0.0)
+        ok = learnable and bool(torch.isfinite(grad_norm)) and torch.isfinite(torch.tensor(totals["loss"]))
+        # Collective: every rank skips together, or none does (no DDP hang).
+        ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
+        if not ok:
+            opt.zero_grad(set_to_none=True)  # params without grads are left untouched by the step
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        self._skips_in_a_row = 0 if ok else self._skips_in_a_row + 1
+        if self._skips_in_a_row > hp.max_consecutive_skips:
+            raise RuntimeError(f"{self._skips_in_a_row} RL steps in a row were skipped (non-finite loss or "
+                               "gradients, or no sample with a non-zero advantage); stopping")
+        t_train = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        self._push_weights()
+        t_sync = time.perf_counter() - t2
+        self._log_step(rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
+                       {"rollout": t_rollout, "train": t_train, "sync": t_sync})
+
+    def _micro_loss(self, mb, norms: StepNorms):
+        mb_inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in mb.model_kwargs().items()}
+        hidden = self.policy.base_model(**mb_inputs).last_hidden_state  # [1, L, H]
+        hidden = hidden.reshape(-1, hidden.shape[-1])[mb.predict_at.to(self.device)]  # [M, H]
+        head = self.policy.get_output_embeddings()
+        if getattr(head, "bias", None) is not None:
+            raise NotImplementedError("LM heads with a bias are not supported by the RL log-prob pass")
+        logp, entropy = token_logprobs_and_entropy(hidden, head.weight, mb.targets.to(self.device),
+                                                   self.sampling.temperature, self.hparams.logprob_chunk_size)
+        old = mb.old_logp.to(self.device)
+        loss, metrics = self.loss_fn(logp, old, mb.advantages.to(self.device), mb.seq.to(self.device), entropy,
+                                     norms, **self.loss_args)
+        return loss, metrics, (logp.detach() - old).abs()
+
+    def _log_step(self, rollouts, adv, keep, totals, grad_norm, ok, lr, seconds) -> None:
+        scores = torch.tensor([v.score if v.score is not None else -1 for v in rollouts.verdicts])
+        lengths = rollouts.completion_mask.sum(1).float()
+        tokens = max(totals["token_count"], 1.0)
+        metrics = {
+            "train/loss": totals["loss"], "train/grad_norm": float(grad_norm), "train/lr": lr,
+            "train/skipped": float(not ok), "train/kept_samples": float(keep.sum()),
+            "train/clip_fraction": totals["clip_count"] / tokens, "train/entropy": totals["entropy_sum"] / tokens,
+            "train/ratio_mean": totals["ratio_sum"] / tokens, "train/advantage_abs_mean": float(adv.abs().mean()),
+            "rollout/logprob_gap_mean": totals["gap_sum"] / tokens, "rollout/logprob_gap_max": totals["gap_max"],
+            "reward/mean": float(rollouts.rewards.mean()), "reward/std": float(rollouts.rewards.std(unbiased=False)),
+            "reward/success_rate": float((scores == 7).float().mean()),
+            "rollout/completion_tokens_mean": float(lengths.mean()), "rollout/completion_tokens_max": float(lengths.max()),
+            "time/rollout_s": seconds["rollout"], "time/train_s": seconds["train"], "time/sync_s": seconds["sync"],
+            "time/train_tokens_per_s": totals["token_count"] / max(seconds["train"], 1e-9),
+        }
+        metrics.update({k: v for k, v in self.producer.last_metrics.items()})
+        metrics.update({k: v for k, v in getattr(self.engine, "last_sync", {}).items()})
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=rollouts.num_samples)
+        self.log("reward", metrics["reward/mean"], prog_bar=True, logger=False, batch_size=rollouts.num_samples)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.checkpoint_state.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if CHECKPOINT_KEY in checkpoint:
+            self.checkpoint_state.load_state_dict(checkpoint[CHECKPOINT_KEY], strict=False)
+
+
+class _JudgeCacheRef:
+    """Checkpoints record where the judge's verdict cache is, never its contents."""
+
+    def __init__(self, judge) -> None:
+        self.judge = judge
+
+    def state_dict(self) -> dict:
+        return {"reference": self.judge.cache_reference()}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # informational: the cache is found again through the judge's own settings
