@@ -29,6 +29,8 @@ class LLMJudge(BaseJudge):
         constrained_verdict: Ask the server to constrain the reply to the verdict
             format (vLLM structured outputs). Off by default: for a reasoning grader it
             would constrain the reasoning too.
+        constrained_preamble_chars: Characters of free assessment allowed before a
+            constrained verdict (keep the grader's max_tokens above it).
         cache_dir: Directory of the verdict cache; None grades everything afresh.
         answer_mode, strip_self_evaluation, on_failure, max_failed_batches: see
             :class:`~qed_lightning.judging.base.BaseJudge`.
@@ -39,6 +41,7 @@ class LLMJudge(BaseJudge):
         client: CompletionClient,
         template: str = "rl_strict",
         constrained_verdict: bool = False,
+        constrained_preamble_chars: int = 1000,
         cache_dir: str | Path | None = None,
         answer_mode: str = "after_think",
         strip_self_evaluation: bool = True,
@@ -49,6 +52,7 @@ class LLMJudge(BaseJudge):
         self.client = client
         self.template = load_template(template)
         self.constrained_verdict = constrained_verdict
+        self.constrained_preamble_chars = constrained_preamble_chars
         self.cache = VerdictCache(cache_dir) if cache_dir is not None else None
 
     def check_problems(self, problems: Sequence[Problem]) -> None:
@@ -61,7 +65,8 @@ class LLMJudge(BaseJudge):
 
     def _key(self, problem: Problem, answer: str) -> str:
         fields = {p: getattr(problem, FIELDS[p]) for p in self.template.placeholders if FIELDS[p]}
-        grader = {**self.client.fingerprint(), "constrained": self.constrained_verdict}
+        grader = {**self.client.fingerprint(), "constrained": self.constrained_verdict,
+                  "preamble": self.constrained_preamble_chars}
         return cache_key(self.template.body, fields, answer, grader)
 
     def _grade_answers(self, problems: Sequence[Problem], answers: Sequence[str]) -> list[Verdict]:
@@ -70,7 +75,8 @@ class LLMJudge(BaseJudge):
         verdicts: list[Verdict | None] = [cache.get(k) if cache is not None else None for k in keys]
         todo = [i for i, v in enumerate(verdicts) if v is None]
         tags = {i: new_fence_tag(answers[i]) for i in todo}
-        regex = self.template.verdict.constrained(self.template.scale) if self.constrained_verdict else None
+        regex = (self.template.verdict.constrained(self.template.scale, self.constrained_preamble_chars)
+                 if self.constrained_verdict else None)
         requests = [JudgeRequest(self.template.render(problems[i], answers[i], tags[i]), regex) for i in todo]
         replies = self.client.complete(requests) if requests else []
         fresh = []

@@ -25,11 +25,13 @@ class VerdictFormat:
     pattern: re.Pattern[str]
     tag: str  # example shown in errors
 
-    def constrained(self, scale: Sequence[int]) -> str:
+    def constrained(self, scale: Sequence[int], preamble_chars: int = 1000) -> str:
+        """Free text of at most ``preamble_chars`` characters, then the verdict. The
+        grader's max_tokens must leave room for both, or the reply is cut first."""
         choices = "|".join(str(s) for s in scale)
         if self.name == "score_tag":
-            return rf"[^<>]{{0,1000}}<score>({choices})</score>"
-        return rf"[^<>]{{0,1000}}<points>({choices}) out of 7</points>"
+            return rf"[^<>]{{0,{preamble_chars}}}<score>({choices})</score>"
+        return rf"[^<>]{{0,{preamble_chars}}}<points>({choices}) out of 7</points>"
 
 
 VERDICT_FORMATS: dict[str, VerdictFormat] = {
