@@ -1,6 +1,10 @@
-"""``make demo``: SFT of the demo model on the shipped proofs, then a summary of
-where everything went and how the run went. Extra arguments are passed to ``qed fit``
-(e.g. ``python -m qed_lightning.demo --trainer.max_epochs=1``)."""
+"""``make demo``: SFT of the demo model on the shipped proofs, then RL of the SFT
+export with an in-process judge, each followed by a summary of where everything went
+and how the run went.
+
+``python -m qed_lightning.demo`` runs both stages; ``python -m qed_lightning.demo sft
+--trainer.max_epochs=1`` (or ``rl ...``) runs one stage, passing the remaining
+arguments to its ``qed fit``."""
 from __future__ import annotations
 
 import csv
@@ -9,34 +13,48 @@ from pathlib import Path
 
 from qed_lightning.cli import run_cli
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo" / "sft.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "demo"
+
+
+def _rows(metrics_csv: Path, key: str) -> list[dict]:
+    with metrics_csv.open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get(key)]
+    if not rows:
+        raise RuntimeError(f"{metrics_csv} has no training steps")
+    return rows
 
 
 def summarize(metrics_csv: Path) -> dict[str, float]:
-    with metrics_csv.open() as f:
-        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
-    if not rows:
-        raise RuntimeError(f"{metrics_csv} has no training steps")
+    """SFT: steps, tokens/s, first and last loss."""
+    rows = _rows(metrics_csv, "train/loss")
     tokens = sum(float(r["train/tokens"]) for r in rows)
     seconds = sum(float(r["train/step_time_s"]) for r in rows)
-    return {
-        "steps": len(rows),
-        "tokens_per_s": tokens / seconds,
-        "loss_first": float(rows[0]["train/loss"]),
-        "loss_last": float(rows[-1]["train/loss"]),
-    }
+    return {"steps": len(rows), "tokens_per_s": tokens / seconds,
+            "loss_first": float(rows[0]["train/loss"]), "loss_last": float(rows[-1]["train/loss"])}
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not DEMO_CONFIG.is_file():
-        raise SystemExit(f"demo config not found at {DEMO_CONFIG}: run the demo from a checkout of the repository")
-    cli = run_cli(["fit", "--config", str(DEMO_CONFIG), *argv])
-    trainer = cli.trainer
-    log_dir = Path(trainer.log_dir).resolve()
+def summarize_rl(metrics_csv: Path) -> dict[str, float]:
+    """RL: steps, mean reward per step, judge failure rate, seconds per stage."""
+    rows = _rows(metrics_csv, "reward/mean")
+    mean = lambda key: sum(float(r[key]) for r in rows) / len(rows)  # noqa: E731
+    return {"steps": len(rows), "rewards": [round(float(r["reward/mean"]), 3) for r in rows],
+            "judge_failure_rate": mean("judge/failure_rate"), "rollout_s": mean("time/rollout_s"),
+            "train_s": mean("time/train_s"), "sync_s": mean("time/sync_s")}
+
+
+def _fit(config: str, argv: list[str]):
+    path = CONFIGS / config
+    if not path.is_file():
+        raise SystemExit(f"demo config not found at {path}: run the demo from a checkout of the repository")
+    trainer = run_cli(["fit", "--config", str(path), *argv]).trainer
+    export = next((cb.export_dir for cb in trainer.callbacks if hasattr(cb, "export_dir")), None)
+    return trainer, Path(trainer.log_dir).resolve(), export
+
+
+def run_sft(argv: list[str]) -> Path:
+    trainer, log_dir, export = _fit("sft.yaml", argv)
     stats = summarize(log_dir / "metrics.csv")
     ckpt = trainer.checkpoint_callback
-    export = next(cb.export_dir for cb in trainer.callbacks if hasattr(cb, "export_dir"))
     print(
         "\n== qed demo: SFT done ==\n"
         f"logs:        {log_dir}  (metrics.csv, config.yaml, run_metadata.json)\n"
@@ -46,6 +64,31 @@ def main(argv: list[str] | None = None) -> None:
         f"tokens/s:    {stats['tokens_per_s']:.0f}\n"
         f"loss:        {stats['loss_first']:.3f} -> {stats['loss_last']:.3f}\n"
     )
+    return Path(export)
+
+
+def run_rl(argv: list[str]) -> None:
+    trainer, log_dir, export = _fit("rl.yaml", argv)
+    s = summarize_rl(log_dir / "metrics.csv")
+    print(
+        "\n== qed demo: RL done ==\n"
+        f"logs:        {log_dir}  (metrics.csv, rollouts/step_*.jsonl: what the model wrote, with verdicts)\n"
+        f"HF export:   {export}\n"
+        f"steps:       {s['steps']}, mean reward per step {s['rewards']}\n"
+        f"judge:       failure rate {s['judge_failure_rate']:.2f}\n"
+        f"seconds:     rollout (generate + judge) {s['rollout_s']:.1f}, train {s['train_s']:.1f}, "
+        f"weight push {s['sync_s']:.2f} per step\n"
+        "Read the rollouts with notebooks/rollout_inspector.ipynb (QED_ROLLOUT_DIR=<logs>/rollouts).\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("sft", "rl"):
+        (run_sft if argv[0] == "sft" else run_rl)(argv[1:])
+        return
+    export = run_sft(argv)
+    run_rl([f"--model.model={export}"])  # RL starts from the SFT export, as in the paper
 
 
 if __name__ == "__main__":
