@@ -1,0 +1,51 @@
+"""Packing into micro-batches does not change the step's gradient: one big micro-batch
+and many small ones give the same gradients (the normalisers are global to the step)."""
+import pytest
+import torch
+
+from qed_lightning.contracts import Completion, Problem, Verdict
+from qed_lightning.judging import RuleJudge
+from qed_lightning.losses.advantages import group_mean
+from qed_lightning.losses.policy import POLICY_LOSSES, StepNorms
+from qed_lightning.modules import GRPOModule
+from qed_lightning.rollouts.batch import build_rollout_batch
+from qed_lightning.rollouts.microbatch import pack_rollouts
+
+
+def rollout_batch():
+    g = torch.Generator().manual_seed(0)
+    groups = []
+    for p in range(2):
+        prompt = torch.randint(3, 800, (5 + p,), generator=g).tolist()
+        group = []
+        for k in range(3):
+            comp = torch.randint(3, 800, (4 + 2 * k,), generator=g).tolist()
+            group.append(Completion(prompt, comp, (-torch.rand(len(comp), generator=g)).tolist(), "stop", "x", 0))
+        groups.append(group)
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.2, 0.9, 0.4])
+    batch = build_rollout_batch([Problem("a", "A"), Problem("b", "B")], groups, [Verdict(0)] * 6, rewards,
+                                torch.ones(6, dtype=torch.bool), pad_id=0)
+    return batch, group_mean(rewards, batch.group_ids, batch.reward_mask)
+
+
+@pytest.mark.parametrize("loss", sorted(POLICY_LOSSES))
+def test_gradients_do_not_depend_on_the_micro_batch_budget(tiny_model_dir, loss):
+    module = GRPOModule(model=str(tiny_model_dir), judge=RuleJudge("qed_lightning.judging.rules:contains_letter_e"),
+                        loss=loss)
+    module.configure_model()
+    batch, adv = rollout_batch()
+    keep = torch.ones(6, dtype=torch.bool)
+    keep[4] = False  # a masked sample counts nowhere
+    lengths = torch.where(keep, batch.completion_mask.sum(1), 0)
+    norms = StepNorms(samples=6, tokens=int(lengths.sum()), max_tokens=8, seq_lengths=lengths)
+    grads = []
+    for budget in (64, 14):
+        module.policy.zero_grad(set_to_none=True)
+        micro = pack_rollouts(batch, adv, keep, budget, pad_id=0)
+        for mb in micro:
+            module._micro_loss(mb, norms)[0].backward()
+        grads.append((len(micro), [p.grad.clone() for p in module.policy.parameters() if p.grad is not None]))
+    (n_big, big), (n_small, small) = grads
+    assert n_big == 1 and n_small >= 4
+    for a, b in zip(big, small):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
