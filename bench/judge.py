@@ -19,18 +19,12 @@ fixed service time, so what is measured is the judge stack around the model:
   concurrency 1, the ideal min(c, limit)/service time, verdict latency p50/p95 and the
   server's peak of requests in flight. Settings run in ABC CBA order over ``--rounds``.
 
-The shipped fault server writes a reply's headers and body in two sends with Nagle on,
-so each reply waits ~40 ms for the client's delayed ACK (real inference servers set
-TCP_NODELAY): the servers started here get TCP_NODELAY, set in the child at start (no
-file changed), unless ``--server-as-shipped``; a probe reports the floor both ways.
-
 Run: ``.venv/bin/python bench/judge.py`` (about a minute); ``--quick`` for a smoke run.
 Writes ``<out>/judge.md`` and ``<out>/judge.json``. See bench/README.md.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import http.client
 import json
@@ -40,7 +34,6 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +43,6 @@ import httpx  # noqa: E402
 
 from qed_lightning.contracts import GradingItem, Problem  # noqa: E402
 from qed_lightning.judging import JudgeRequest, LLMJudge, load_template  # noqa: E402
-from qed_lightning.judging import fault_server_handle  # noqa: E402
 from qed_lightning.judging.fault_server_handle import FaultServer  # noqa: E402
 from qed_lightning.judging.openai_client import OpenAICompatibleClient  # noqa: E402
 
@@ -58,14 +50,6 @@ MODEL = "bench-judge"
 PROBLEM = Problem("bench-even-sum", "Prove that the sum of two even integers is even.",
                   rubric="7 points for a complete proof; 2 points for writing both numbers as 2k.")
 VARIANTS = ("judge", "client", "httpx", "stdlib")
-# fault_server_handle's bootstrap (load fault_server.py by path, run its main) plus
-# TCP_NODELAY on every accepted connection (StreamRequestHandler.disable_nagle_algorithm).
-NODELAY_BOOTSTRAP = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
-                     "import importlib.util\n"
-                     "spec = importlib.util.spec_from_file_location('_qed_fault_server', sys.argv[1])\n"
-                     "module = importlib.util.module_from_spec(spec); sys.modules[spec.name] = module\n"
-                     "spec.loader.exec_module(module); module._Handler.disable_nagle_algorithm = True\n"
-                     "sys.exit(module.main(sys.argv[2:]))\n")
 
 
 def proof(i: int) -> str:
@@ -94,22 +78,6 @@ def machine_info() -> dict:
             "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
 
 
-@contextlib.contextmanager
-def start_server(nodelay: bool, **config) -> Iterator[FaultServer]:
-    """A running FaultServer; for TCP_NODELAY the handle's bootstrap is swapped during start."""
-    server, shipped = FaultServer(idle_timeout_s=60, **config), fault_server_handle._BOOTSTRAP
-    if nodelay:
-        fault_server_handle._BOOTSTRAP = NODELAY_BOOTSTRAP
-    try:
-        server.start()
-    finally:
-        fault_server_handle._BOOTSTRAP = shipped
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def server_cpu_s(server: FaultServer) -> float:
     """The server process's user+system CPU seconds (10 ms ticks: read over many requests)."""
     fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -134,22 +102,6 @@ def stdlib_caller(base_url: str):
         assert resp.status == 200, payload[:200]
         return json.loads(payload)["choices"][0]["message"]["content"]
     return call, conn
-
-
-def stall_probe(n: int) -> dict:
-    """Median floor latency at service time 0, server as shipped vs with TCP_NODELAY."""
-    out = {}
-    for label, nodelay in (("as_shipped_ms", False), ("tcp_nodelay_ms", True)):
-        with start_server(nodelay) as server:
-            call, conn = stdlib_caller(server.base_url)
-            lat = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                call()
-                lat.append(time.perf_counter() - t0)
-            conn.close()
-        out[label] = pct(lat, 0.5) * 1e3
-    return out
 
 
 # --------------------------------------------------------------------- part a
@@ -181,8 +133,8 @@ def make_variants(base_url: str) -> tuple[dict, list]:
     return fns, [judge.client, client, bare, conn]
 
 
-def overhead(service_time: float, n: int, block: int, nodelay: bool) -> dict:
-    with start_server(nodelay, service_time_s=service_time) as server:
+def overhead(service_time: float, n: int, block: int) -> dict:
+    with FaultServer(idle_timeout_s=60, service_time_s=service_time) as server:
         fns, closers = make_variants(server.base_url)
         for fn in fns.values():  # connect, start the pool thread, warm caches
             for _ in range(10):
@@ -213,10 +165,10 @@ def overhead(service_time: float, n: int, block: int, nodelay: bool) -> dict:
 # --------------------------------------------------------------------- part b
 
 
-def throughput(service_time: float, limit: int, conc: list[int], sizes: dict, rounds: int, nodelay: bool) -> dict:
+def throughput(service_time: float, limit: int, conc: list[int], sizes: dict, rounds: int) -> dict:
     runs: dict[int, list[dict]] = {c: [] for c in conc}
     ids = iter(range(1, 10**9))
-    with start_server(nodelay, service_time_s=service_time, max_concurrency=limit) as server:
+    with FaultServer(idle_timeout_s=60, service_time_s=service_time, max_concurrency=limit) as server:
         judges = {c: LLMJudge(new_client(server.base_url, c), answer_mode="whole") for c in conc}
         for c in conc:  # open the connections and start the threads before timing
             judges[c].grade([GradingItem(PROBLEM, proof(next(ids))) for _ in range(c)])
@@ -258,20 +210,13 @@ def table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def report(res: dict, command: str) -> str:
-    m, probe, b, (fast, slow) = res["machine"], res["stall_probe"], res["throughput"], res["overhead"]
-    stalled = probe["as_shipped_ms"] - probe["tcp_nodelay_ms"] > 10
+    m, b, (fast, slow) = res["machine"], res["throughput"], res["overhead"]
     out = ["# LLM-judge client benchmark (CPU, loopback fault server)", "",
            f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, httpx {m['httpx']}; load average "
            f"before {m['loadavg_before']}, after {m['loadavg_after']}; {m['date']}; script runtime "
            f"{res['runtime_s']:.0f} s. The fault server runs in its own process on the same cores, so every wall "
            "time includes its work. Shared, noisy machine: read the differences between variants measured side "
-           f"by side.", f"Command: `{command}`", "",
-           f"Server socket: bare `http.client` median {probe['as_shipped_ms']:.2f} ms per request against the "
-           f"server as shipped, {probe['tcp_nodelay_ms']:.2f} ms with TCP_NODELAY (service time 0). "
-           + ("The shipped server stalls each reply on Nagle + delayed ACK (headers and body in two sends); "
-              if stalled else "No Nagle stall in the shipped server; ")
-           + f"the parts below ran {'with TCP_NODELAY' if res['nodelay'] else 'against the server as shipped'}.",
-           "", "## a. Client overhead at concurrency 1", "",
+           "by side.", f"Command: `{command}`", "", "## a. Client overhead at concurrency 1", "",
            "One request at a time, variants interleaved in blocks. `judge` = `LLMJudge.grade([item])` (full "
            "path); `client` = `OpenAICompatibleClient.complete([request])`; `httpx` = bare `httpx.Client.post`, "
            "same body; `stdlib` = bare keep-alive `http.client` (the floor). CPU columns: CPU time per request "
@@ -332,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overhead-requests", type=int, default=1600, help="part a requests per variant at service 0 "
                    "(an eighth of it with --overhead-service-time)")
     p.add_argument("--overhead-service-time", type=float, default=0.02, help="part a second server's service time (s)")
-    p.add_argument("--server-as-shipped", action="store_true", help="no TCP_NODELAY on the server's sockets")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args(argv)
@@ -344,16 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.requests is not None:
         sizes = dict(zip(args.concurrency, args.requests * len(args.concurrency) if len(args.requests) == 1
                          else args.requests))
-    nodelay, start = not args.server_as_shipped, time.perf_counter()
-    res: dict = {"machine": machine_info(), "nodelay": nodelay, "stall_probe": stall_probe(20), "overhead": []}
-    print(f"server probe: {res['stall_probe']}", flush=True)
+    start = time.perf_counter()
+    res: dict = {"machine": machine_info(), "overhead": []}
     slow_n = max(20, args.overhead_requests // 8)  # each one costs the service time in wall time
     for service, n in ((0.0, args.overhead_requests), (args.overhead_service_time, slow_n)):
         print(f"part a: service time {service:g} s, {n} requests per variant", flush=True)
-        res["overhead"].append(overhead(service, n, max(1, min(20, n // 10)), nodelay))
+        res["overhead"].append(overhead(service, n, max(1, min(20, n // 10))))
     print(f"part b: items per concurrency {sizes}", flush=True)
-    res["throughput"] = throughput(args.service_time, args.server_limit, args.concurrency, sizes, args.rounds,
-                                   nodelay)
+    res["throughput"] = throughput(args.service_time, args.server_limit, args.concurrency, sizes, args.rounds)
     res["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     res["runtime_s"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)

@@ -147,3 +147,10 @@ def test_seeded_requests_with_long_prompts_do_not_crash(vllm_engine):
     prompts = [[(i * 7 + j) % 800 + 1 for j in range(400)] for i in range(16)]
     groups = vllm_engine.generate(prompts, SamplingSettings(max_tokens=8, n=1), sample_seeds=[[i] for i in range(16)])
     assert [len(g) for g in groups] == [1] * 16
+
+
+def test_hf_engine_greedy_with_several_samples(tiny_model, tiny_model_dir):
+    hf = HFEngine(copy.deepcopy(tiny_model), tokenizer=_tokenizer(tiny_model_dir))
+    groups = hf.generate(PROMPTS[:2], SamplingSettings(temperature=0.0, max_tokens=5, n=3))
+    assert [len(g) for g in groups] == [3, 3]
+    assert all(c.completion_ids == g[0].completion_ids for g in groups for c in g)

@@ -106,3 +106,10 @@ def test_empty_source_is_an_error_at_setup(tmp_path):
     dm = RolloutDataModule(str(path), difficulty_filter=True, prompts_per_step=1)
     with pytest.raises(DataSourceError, match="no problems left \\(1 removed by the difficulty filter\\)"):
         dm.setup("fit")
+
+
+def test_tensor_bytes_counts_tied_tensors_once():
+    from qed_lightning.engines.weights import tensor_bytes
+
+    w = torch.zeros(4, 8)
+    assert tensor_bytes({"embed": w, "lm_head": w, "norm": torch.zeros(8)}) == 4 * 8 * 4 + 8 * 4

@@ -98,6 +98,9 @@ class HFEngine:
         if sample_seeds is None:
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
+            if sampling.temperature == 0 and sampling.n > 1:
+                # greedy decoding returns one sequence; its n samples are identical
+                return [[c for c in group for _ in range(sampling.n)] for group in self._run(prompts, sampling, 1)]
             return self._run(prompts, sampling, sampling.n)
         groups = []
         for prompt, seeds in zip(prompts, sample_seeds, strict=True):

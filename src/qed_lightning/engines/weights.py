@@ -49,7 +49,14 @@ def check_complete(names: Iterable[str], expected: set[str]) -> None:
 
 
 def tensor_bytes(named: Mapping[str, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in named.values())
+    """Bytes of the distinct tensors (a tied embedding and LM head count once)."""
+    seen, total = set(), 0
+    for t in named.values():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
 
 
 def iter_named(named: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
