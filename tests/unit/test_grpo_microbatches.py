@@ -49,3 +49,38 @@ def test_gradients_do_not_depend_on_the_micro_batch_budget(tiny_model_dir, loss)
     assert n_big == 1 and n_small >= 4
     for a, b in zip(big, small):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_truncated_importance_weight_setting(tiny_model_dir):
+    import dataclasses
+
+    judge = RuleJudge("qed_lightning.judging.rules:contains_letter_e")
+    ratio = GRPOModule(model=str(tiny_model_dir), judge=judge, loss="dapo")
+    tis = GRPOModule(model=str(tiny_model_dir), judge=judge, loss="dapo", mismatch_correction="tis", tis_cap=2.0)
+    ratio.configure_model()
+    tis.configure_model()
+    batch, adv = rollout_batch()
+    keep = torch.ones(6, dtype=torch.bool)
+    lengths = batch.completion_mask.sum(1)
+    norms = StepNorms(samples=6, tokens=int(lengths.sum()), max_tokens=8, seq_lengths=lengths)
+    (mb,) = pack_rollouts(batch, adv, keep, 128, pad_id=0)
+    with torch.no_grad():  # the trainer's own log-probs of the sampled tokens
+        ratio._micro_loss(mb, norms)
+        h = ratio.policy.base_model(**mb.model_kwargs()).last_hidden_state.reshape(-1, 64)[mb.predict_at]
+        from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
+
+        trainer_logp, _ = token_logprobs_and_entropy(h, ratio.policy.get_output_embeddings().weight, mb.targets, 0.8)
+
+    def grads(module, micro):
+        module.policy.zero_grad(set_to_none=True)
+        module._micro_loss(micro, norms)[0].backward()
+        return [p.grad.clone() for p in module.policy.parameters() if p.grad is not None]
+
+    # the engine 5 nats less sure of every token: weight exp(5) capped at 2 = ratio mode with
+    # old = trainer log-probs and twice the advantages
+    shifted = dataclasses.replace(mb, old_logp=trainer_logp - 5.0)
+    doubled = dataclasses.replace(mb, old_logp=trainer_logp, advantages=mb.advantages * 2)
+    for a, b in zip(grads(tis, shifted), grads(ratio, doubled)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="mismatch_correction"):
+        GRPOModule(model=str(tiny_model_dir), judge=judge, mismatch_correction="both")

@@ -50,6 +50,11 @@ class GRPOModule(pl.LightningModule):
         advantage: ``group_mean`` (paper), ``group_std``, ``batch_std`` or ``rloo``.
         filter_zero_advantage_groups: Leave out groups whose rewards are all equal.
         overlong_filtering: Leave out completions that hit max_tokens without EOS.
+        mismatch_correction: ``ratio`` (the paper: old log-probs are the engine's, so the
+            PPO ratio itself corrects the engine/trainer mismatch) or ``tis`` (old log-probs
+            are the trainer's, detached, and each token's advantage is weighted by the
+            truncated importance weight min(pi_trainer / pi_engine, ``tis_cap``)). Never both.
+        tis_cap: Cap of the truncated importance weight.
         micro_batch_tokens: Tokens per packed micro-batch (>= longest prompt + max_tokens).
         logprob_chunk_size: Rows per chunk of the LM-head pass.
         optimizer, lr, weight_decay, betas, lr_schedule, warmup_ratio: The optimizer
@@ -77,6 +82,8 @@ class GRPOModule(pl.LightningModule):
         advantage: str = "group_mean",
         filter_zero_advantage_groups: bool = False,
         overlong_filtering: bool = False,
+        mismatch_correction: str = "ratio",
+        tis_cap: float = 2.0,
         micro_batch_tokens: int = 8192,
         logprob_chunk_size: int = 256,
         optimizer: str = "adamw",
@@ -97,6 +104,8 @@ class GRPOModule(pl.LightningModule):
             raise ValueError("GRPOModule needs a judge (model.judge: class_path ... in the config)")
         if (sampling.temperature if isinstance(sampling, SamplingSettings) else sampling.get("temperature", 0.8)) <= 0:
             raise ValueError("RL samples at a temperature > 0 (the trainer's log-probs divide by it)")
+        if mismatch_correction not in ("ratio", "tis"):
+            raise ValueError(f"mismatch_correction must be 'ratio' or 'tis', got {mismatch_correction!r}")
         self.save_hyperparameters(ignore=["judge"])
         # nested settings may arrive as dicts (from a config) or as the dataclasses
         self.engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(**engine)
@@ -241,10 +250,14 @@ class GRPOModule(pl.LightningModule):
             raise NotImplementedError("LM heads with a bias are not supported by the RL log-prob pass")
         logp, entropy = token_logprobs_and_entropy(hidden, head.weight, mb.targets.to(self.device),
                                                    self.sampling.temperature, self.hparams.logprob_chunk_size)
-        old = mb.old_logp.to(self.device)
-        loss, metrics = self.loss_fn(logp, old, mb.advantages.to(self.device), mb.seq.to(self.device), entropy,
-                                     norms, **self.loss_args)
-        return loss, metrics, (logp.detach() - old).abs()
+        engine_logp = mb.old_logp.to(self.device)
+        advantages = mb.advantages.to(self.device)
+        old = engine_logp
+        if self.hparams.mismatch_correction == "tis":
+            old = logp.detach()
+            advantages = advantages * (old - engine_logp).exp().clamp(max=self.hparams.tis_cap)  # [M]
+        loss, metrics = self.loss_fn(logp, old, advantages, mb.seq.to(self.device), entropy, norms, **self.loss_args)
+        return loss, metrics, (logp.detach() - engine_logp).abs()
 
     def _log_step(self, rollouts, adv, keep, totals, grad_norm, ok, lr, seconds) -> None:
         scores = torch.tensor([v.score if v.score is not None else -1 for v in rollouts.verdicts])
