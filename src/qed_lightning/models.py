@@ -53,6 +53,13 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def user_turn_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of one user turn through the chat template, with the generation prompt."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                        tokenize=True, return_dict=False)
+    return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+
 def load_tokenizer(name: str, revision: str | None = None):
     """Tokenizer with a chat template and an EOS token, or a clear error naming the model."""
     from transformers import AutoTokenizer

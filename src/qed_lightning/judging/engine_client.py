@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from qed_lightning.contracts import SamplingSettings
 from qed_lightning.judging.client import JudgeReply, JudgeRequest
-from qed_lightning.models import load_tokenizer
+from qed_lightning.models import load_tokenizer, user_turn_ids
 
 __all__ = ["InProcessVLLMClient"]
 
@@ -52,16 +52,11 @@ class InProcessVLLMClient:
         return {"model": self.model, "in_process": True, "temperature": self.sampling.temperature,
                 "top_p": self.sampling.top_p, "max_tokens": self.sampling.max_tokens}
 
-    def _ids(self, prompt: str) -> list[int]:
-        ids = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                 tokenize=True, return_dict=False)
-        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
-
     def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
         replies: list[JudgeReply | None] = [None] * len(requests)
         by_regex: dict[str | None, list[tuple[int, list[int]]]] = {}
         for i, request in enumerate(requests):
-            ids = self._ids(request.prompt)
+            ids = user_turn_ids(self.tokenizer, request.prompt)
             if len(ids) >= self.engine.max_model_len:
                 replies[i] = JudgeReply(error=f"too_long: prompt has {len(ids)} tokens, the grader's context is "
                                               f"{self.engine.max_model_len}", attempts=1)

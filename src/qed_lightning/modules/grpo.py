@@ -102,8 +102,6 @@ class GRPOModule(pl.LightningModule):
         super().__init__()
         if judge is None:
             raise ValueError("GRPOModule needs a judge (model.judge: class_path ... in the config)")
-        if (sampling.temperature if isinstance(sampling, SamplingSettings) else sampling.get("temperature", 0.8)) <= 0:
-            raise ValueError("RL samples at a temperature > 0 (the trainer's log-probs divide by it)")
         if mismatch_correction not in ("ratio", "tis"):
             raise ValueError(f"mismatch_correction must be 'ratio' or 'tis', got {mismatch_correction!r}")
         self.save_hyperparameters(ignore=["judge"])
@@ -111,6 +109,8 @@ class GRPOModule(pl.LightningModule):
         self.engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(**engine)
         self.sampling = sampling if isinstance(sampling, SamplingSettings) else SamplingSettings(**sampling)
         self.record_settings = records if isinstance(records, RecordSettings) else RecordSettings(**records)
+        if self.sampling.temperature <= 0:
+            raise ValueError("RL samples at a temperature > 0 (the trainer's log-probs divide by it)")
         self.automatic_optimization = False
         self.judge = judge
         self.loss_fn, self.loss_args = get_policy_loss(loss), dict(loss_args or {})
@@ -275,8 +275,8 @@ class GRPOModule(pl.LightningModule):
             "time/rollout_s": seconds["rollout"], "time/train_s": seconds["train"], "time/sync_s": seconds["sync"],
             "time/train_tokens_per_s": totals["token_count"] / max(seconds["train"], 1e-9),
         }
-        metrics.update({k: v for k, v in self.producer.last_metrics.items()})
-        metrics.update({k: v for k, v in getattr(self.engine, "last_sync", {}).items()})
+        metrics.update(self.producer.last_metrics)
+        metrics.update(getattr(self.engine, "last_sync", {}))
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=rollouts.num_samples)
         self.log("reward", metrics["reward/mean"], prog_bar=True, logger=False, batch_size=rollouts.num_samples)
 

@@ -27,11 +27,13 @@ log = logging.getLogger(__name__)
 def problems_for_step(problems: list[Problem], step: int, per_step: int, seed: int) -> list[Problem]:
     """The ``per_step`` problems of ``step``: epochs are seeded permutations walked in order."""
     n = len(problems)
+    orders: dict[int, torch.Tensor] = {}  # one permutation per epoch the step touches
     out = []
     for k in range(step * per_step, (step + 1) * per_step):
         epoch, index = divmod(k, n)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        out.append(problems[int(order[index])])
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.append(problems[int(orders[epoch][index])])
     return out
 
 

@@ -3,6 +3,8 @@ through the policy's chat template with the generation prompt (for a thinking mo
 the template opens ``<think>``)."""
 from __future__ import annotations
 
+from qed_lightning.models import user_turn_ids
+
 __all__ = ["PROOF_PROMPT", "render_rollout_prompt"]
 
 PROOF_PROMPT = "Generate a rigorous proof to the following question:\n\n{problem}"
@@ -12,7 +14,4 @@ def render_rollout_prompt(tokenizer, statement: str, template: str = PROOF_PROMP
     """Token ids of the prompt; ``template`` must contain ``{problem}`` once."""
     if template.count("{problem}") != 1:
         raise ValueError(f"rollout prompt template must contain '{{problem}}' exactly once, got {template!r}")
-    text = template.replace("{problem}", statement)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                        tokenize=True, return_dict=False)
-    return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    return user_turn_ids(tokenizer, template.replace("{problem}", statement))
