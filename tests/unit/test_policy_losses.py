@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from qed_lightning.losses.advantages import get_advantage, zero_advantage_groups
-from qed_lightning.losses.policy import POLICY_LOSSES, StepNorms, get_policy_loss
+from qed_lightning.losses.policy import POLICY_LOSSES, StepNorms, get_policy_loss, kl_k3
 from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
 
 # two sequences: seq 0 has tokens 0,1; seq 1 has token 2
@@ -134,3 +134,35 @@ def test_token_logprobs_and_entropy_match_materialised_and_chunking():
     torch.testing.assert_close(ent, ref_ent)
     torch.testing.assert_close(got[0], hidden.grad)
     torch.testing.assert_close(got[1], weight.grad)
+
+
+# reference log-probs: d = ref - logp = 0, log 2, log .5 -> k3 = e^d - d - 1 = 0, 1 - ln 2, ln 2 - .5
+REF = torch.tensor([math.log(0.5), math.log(0.4), math.log(0.45)], dtype=torch.float64)
+K3 = torch.tensor([0.0, 1 - math.log(2), math.log(2) - 0.5], dtype=torch.float64)
+DK3 = torch.tensor([0.0, -1.0, 0.5], dtype=torch.float64)  # d k3 / d logp = 1 - e^d
+
+
+def test_kl_k3_by_hand():
+    torch.testing.assert_close(kl_k3(LOGP, REF), K3)
+
+
+@pytest.mark.parametrize("name,weights", [
+    ("qed_nano", torch.tensor([1 / 4, 1 / 4, 1 / 4])),  # token sum / N
+    ("grpo", torch.tensor([1 / 2 / 4, 1 / 2 / 4, 1 / 4])),  # token mean in its sequence, / N
+    ("dr_grpo", torch.tensor([1 / 40, 1 / 40, 1 / 40])),  # / (N * max_tokens)
+    ("dapo", torch.tensor([1 / 3, 1 / 3, 1 / 3])),  # / step tokens
+    ("gspo", torch.tensor([1 / 2 / 4, 1 / 2 / 4, 1 / 4])),  # token mean in its sequence, / N
+    ("cispo", torch.tensor([1 / 3, 1 / 3, 1 / 3])),
+])
+def test_kl_penalty_is_added_per_token_under_the_loss_normaliser(name, weights):
+    weights = weights.double()
+    plain, plain_grad, _ = run(name)
+    loss, grad, m = run(name, ref_logp=REF, kl_coef=0.1)
+    assert loss - plain == pytest.approx(0.1 * float((weights * K3).sum()))
+    torch.testing.assert_close(grad - plain_grad, 0.1 * weights * DK3)
+    assert float(m["kl_sum"]) == pytest.approx(float(K3.sum()))
+
+
+def test_kl_coef_without_reference_is_an_error():
+    with pytest.raises(ValueError, match="ref_logp"):
+        run("dapo", kl_coef=0.1)

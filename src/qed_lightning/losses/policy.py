@@ -2,11 +2,16 @@
 
 Every loss takes flat token tensors (only tokens that count are passed in)::
 
-    loss, metrics = fn(logp, old_logp, advantages, seq, entropy, norms, **settings)
+    loss, metrics = fn(logp, old_logp, advantages, seq, entropy, norms, ref_logp=None, kl_coef=0.0,
+                       **settings)
 
 ``logp`` [M] trainer log-probs (logits / temperature, differentiable), ``old_logp`` [M]
 the sampling log-probs, ``advantages`` [M] each token's sequence advantage, ``seq``
-[M] the token's sample index, ``entropy`` [M]. ``norms`` holds step-global counts, so
+[M] the token's sample index, ``entropy`` [M], ``ref_logp`` [M] a frozen reference's
+log-probs (only with ``kl_coef`` > 0). The KL penalty is per token, the k3 estimator
+exp(ref - logp) - (ref - logp) - 1 of KL(pi || ref), subtracted from each token's
+objective before the loss's own aggregation (as TRL and Liger do), so it shares the
+loss's normaliser. ``norms`` holds step-global counts, so
 the losses of all micro-batches and ranks add up to the step's objective: each
 normaliser is over the whole optimizer step, never per micro-batch, and losses are
 multiplied by the world size because DDP averages gradients over ranks.
@@ -19,7 +24,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["POLICY_LOSSES", "PolicyLossFn", "StepNorms", "get_policy_loss"]
+__all__ = ["POLICY_LOSSES", "PolicyLossFn", "StepNorms", "get_policy_loss", "kl_k3"]
 
 
 @dataclass(frozen=True)
@@ -41,81 +46,107 @@ def _ppo_objective(ratio, advantages, eps_low, eps_high):
     return torch.minimum(unclipped, clipped), (clipped < unclipped)
 
 
-def _metrics(ratio, clipped, entropy) -> dict[str, torch.Tensor]:
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """[M] per-token k3 estimate of KL(pi || ref): unbiased under samples of pi, >= 0."""
+    log_ratio = ref_logp - logp  # [M]
+    return log_ratio.exp() - log_ratio - 1
+
+
+def _kl(logp, ref_logp, kl_coef) -> torch.Tensor:
+    if kl_coef == 0:
+        return torch.zeros_like(logp)
+    if ref_logp is None:
+        raise ValueError("kl_coef > 0 needs the reference log-probs (ref_logp)")
+    return kl_k3(logp, ref_logp)
+
+
+def _metrics(ratio, clipped, entropy, kl) -> dict[str, torch.Tensor]:
     return {
         "token_count": torch.tensor(float(ratio.numel())),
         "clip_count": clipped.float().sum().detach(),
         "ratio_sum": ratio.sum().detach(),
         "entropy_sum": entropy.sum().detach(),
+        "kl_sum": kl.sum().detach(),
     }
 
 
 def qed_nano(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps: float = 4.0,
-             entropy_coef: float = 1e-4):
+             entropy_coef: float = 1e-4, ref_logp=None, kl_coef: float = 0.0):
     """QED-Nano's objective: PPO-min surrogate with eps 4 (in practice only ratio <= 5
     binds), entropy bonus, no KL; -sum over sequences and tokens / N (samples per step)."""
     ratio = (logp - old_logp).exp()  # [M]
     obj, clipped = _ppo_objective(ratio, advantages, eps, eps)
-    obj = obj + entropy_coef * entropy  # [M]
+    kl = _kl(logp, ref_logp, kl_coef)
+    obj = obj + entropy_coef * entropy - kl_coef * kl  # [M]
     loss = -obj.sum() / norms.samples * norms.world_size
-    return loss, _metrics(ratio, clipped, entropy)
+    return loss, _metrics(ratio, clipped, entropy, kl)
 
 
-def grpo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps: float = 0.2, entropy_coef: float = 0.0):
+def grpo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps: float = 0.2, entropy_coef: float = 0.0,
+         ref_logp=None, kl_coef: float = 0.0):
     """GRPO: per-sequence token mean of the clipped surrogate, then mean over sequences."""
     ratio = (logp - old_logp).exp()
     obj, clipped = _ppo_objective(ratio, advantages, eps, eps)
-    obj = obj + entropy_coef * entropy
+    kl = _kl(logp, ref_logp, kl_coef)
+    obj = obj + entropy_coef * entropy - kl_coef * kl  # [M]
     per_token = obj / norms.seq_lengths[seq].clamp_min(1)  # [M]: token mean inside its sequence
     loss = -per_token.sum() / norms.samples * norms.world_size
-    return loss, _metrics(ratio, clipped, entropy)
+    return loss, _metrics(ratio, clipped, entropy, kl)
 
 
-def dr_grpo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps: float = 0.2, entropy_coef: float = 0.0):
+def dr_grpo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps: float = 0.2, entropy_coef: float = 0.0,
+         ref_logp=None, kl_coef: float = 0.0):
     """Dr. GRPO: token sum / (number of sequences x max_tokens): no length bias."""
     ratio = (logp - old_logp).exp()
     obj, clipped = _ppo_objective(ratio, advantages, eps, eps)
-    obj = obj + entropy_coef * entropy
+    kl = _kl(logp, ref_logp, kl_coef)
+    obj = obj + entropy_coef * entropy - kl_coef * kl  # [M]
     loss = -obj.sum() / (norms.samples * norms.max_tokens) * norms.world_size
-    return loss, _metrics(ratio, clipped, entropy)
+    return loss, _metrics(ratio, clipped, entropy, kl)
 
 
 def dapo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps_low: float = 0.2,
-         eps_high: float = 0.28, entropy_coef: float = 0.0):
+         eps_high: float = 0.28, entropy_coef: float = 0.0, ref_logp=None, kl_coef: float = 0.0):
     """DAPO: token-level mean over the whole step, clip-higher (eps_low 0.2, eps_high 0.28)."""
     ratio = (logp - old_logp).exp()
     obj, clipped = _ppo_objective(ratio, advantages, eps_low, eps_high)
-    obj = obj + entropy_coef * entropy
+    kl = _kl(logp, ref_logp, kl_coef)
+    obj = obj + entropy_coef * entropy - kl_coef * kl  # [M]
     loss = -obj.sum() / max(norms.tokens, 1) * norms.world_size
-    return loss, _metrics(ratio, clipped, entropy)
+    return loss, _metrics(ratio, clipped, entropy, kl)
 
 
 def gspo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps_low: float = 3e-4,
-         eps_high: float = 4e-4, entropy_coef: float = 0.0):
+         eps_high: float = 4e-4, entropy_coef: float = 0.0, ref_logp=None, kl_coef: float = 0.0):
     """GSPO: one ratio per sequence, exp of the *mean* token log-ratio (not the sum),
-    clipped per sequence; mean over sequences."""
+    clipped per sequence; mean over sequences. A sequence's advantage is the token mean
+    of ``advantages`` (constant inside a sequence unless a per-token weight such as the
+    truncated importance weight scales it); entropy and KL enter as token means."""
     n = norms.seq_lengths.numel()
     lengths = norms.seq_lengths.to(logp.dtype).clamp_min(1)  # [N]
-    log_ratio = torch.zeros(n, dtype=logp.dtype).index_add(0, seq, logp - old_logp) / lengths  # [N]
+
+    def seq_mean(values):  # [M] -> [N]
+        return torch.zeros(n, dtype=logp.dtype).index_add(0, seq, values.to(logp.dtype)) / lengths
+
     present = torch.zeros(n, dtype=torch.bool).index_fill(0, seq, True)  # samples with tokens here
-    seq_adv = torch.zeros(n, dtype=logp.dtype).index_copy(0, seq, advantages.to(logp.dtype))  # [N]
-    ratio = log_ratio.exp()  # [N]
-    obj, clipped = _ppo_objective(ratio[present], seq_adv[present], eps_low, eps_high)
-    ent = torch.zeros(n, dtype=logp.dtype).index_add(0, seq, entropy / lengths[seq])[present]  # [N'] token mean
-    loss = -(obj + entropy_coef * ent).sum() / norms.samples * norms.world_size
-    metrics = _metrics((logp - old_logp).exp(), clipped, entropy)  # clip_count counts sequences here
-    return loss, metrics
+    ratio = seq_mean(logp - old_logp).exp()  # [N]
+    obj, clipped = _ppo_objective(ratio[present], seq_mean(advantages)[present], eps_low, eps_high)  # [N']
+    kl = _kl(logp, ref_logp, kl_coef)  # [M]
+    obj = obj + (entropy_coef * seq_mean(entropy) - kl_coef * seq_mean(kl))[present]
+    loss = -obj.sum() / norms.samples * norms.world_size
+    return loss, _metrics((logp - old_logp).exp(), clipped, entropy, kl)  # clip_count counts sequences here
 
 
 def cispo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps_high: float = 0.28,
-          entropy_coef: float = 0.0):
+          entropy_coef: float = 0.0, ref_logp=None, kl_coef: float = 0.0):
     """CISPO: the importance weight min(r, 1 + eps_high) is detached and multiplies
     A * logp, so clipped tokens still get a gradient; token-level mean over the step."""
     ratio = (logp - old_logp).exp()
     weight = ratio.clamp(max=1 + eps_high).detach()  # [M]
-    obj = weight * advantages * logp + entropy_coef * entropy
+    kl = _kl(logp, ref_logp, kl_coef)
+    obj = weight * advantages * logp + entropy_coef * entropy - kl_coef * kl  # [M]
     loss = -obj.sum() / max(norms.tokens, 1) * norms.world_size
-    return loss, _metrics(ratio, ratio > 1 + eps_high, entropy)
+    return loss, _metrics(ratio, ratio > 1 + eps_high, entropy, kl)
 
 
 POLICY_LOSSES: dict[str, PolicyLossFn] = {

@@ -10,6 +10,7 @@ the sampling temperature, so ``[B, T, V]`` logits are never kept for backward.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -47,6 +48,15 @@ class GRPOModule(pl.LightningModule):
         prompt_template: Rollout prompt around ``{problem}``.
         loss: Policy loss name (``qed_nano``, ``grpo``, ``dr_grpo``, ``dapo``, ``gspo``, ``cispo``).
         loss_args: Overrides of the loss's settings (``eps``, ``entropy_coef``...).
+        loss_backend: ``torch`` (the chunked log-prob pass + the loss function) or
+            ``liger`` (Liger's fused linear GRPO loss, for the losses it computes equally:
+            see ``losses/liger.py``; no entropy bonus). Liger's path adds a no-grad
+            log-prob pass for the metrics, the log-prob gap and ``tis``.
+        kl_coef: beta of a per-token KL(pi || reference) penalty (k3 estimator). 0 (the
+            paper) loads no reference; > 0 loads a frozen copy of ``reference_model``.
+        reference_model: The KL reference (None: the policy's initial weights, i.e.
+            ``model`` at ``revision``). It is a submodule, so the strategy places it like
+            the policy; it is frozen, in eval mode, and left out of checkpoints.
         advantage: ``group_mean`` (paper), ``group_std``, ``batch_std`` or ``rloo``.
         filter_zero_advantage_groups: Leave out groups whose rewards are all equal.
         overlong_filtering: Leave out completions that hit max_tokens without EOS.
@@ -79,6 +89,9 @@ class GRPOModule(pl.LightningModule):
         prompt_template: str = PROOF_PROMPT,
         loss: str = "qed_nano",
         loss_args: dict | None = None,
+        loss_backend: str = "torch",
+        kl_coef: float = 0.0,
+        reference_model: str | None = None,
         advantage: str = "group_mean",
         filter_zero_advantage_groups: bool = False,
         overlong_filtering: bool = False,
@@ -114,10 +127,20 @@ class GRPOModule(pl.LightningModule):
         self.automatic_optimization = False
         self.judge = judge
         self.loss_fn, self.loss_args = get_policy_loss(loss), dict(loss_args or {})
+        if loss_backend == "liger":
+            from qed_lightning.losses.liger import check_liger_policy_loss
+
+            check_liger_policy_loss(loss, self.loss_args)
+        self._policy_loss = {"torch": self._torch_policy_loss, "liger": self._liger_policy_loss}.get(loss_backend)
+        if self._policy_loss is None:
+            raise ValueError(f"loss_backend must be 'torch' or 'liger', got {loss_backend!r}")
+        if kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
         self.advantage_fn = get_advantage(advantage)
         self.model_path = resolve_model_path(model)
         self.tokenizer = load_tokenizer(model, revision)
         self.policy: torch.nn.Module | None = None
+        self.reference: torch.nn.Module | None = None
         self.engine = None
         self.producer: RolloutProducer | None = None
         self.checkpoint_state = CheckpointRegistry()
@@ -135,6 +158,11 @@ class GRPOModule(pl.LightningModule):
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
         self.policy = policy.train()
+        if hp.kl_coef > 0:
+            ref_name = hp.reference_model or hp.model
+            reference = load_policy(ref_name, hp.revision if hp.reference_model is None else None, hp.dtype)
+            reference.config.use_cache = False
+            self.reference = reference.eval().requires_grad_(False)
 
     def setup(self, stage: str) -> None:
         # Before configure_optimizers: on CUDA the engine takes its memory first.
@@ -209,13 +237,13 @@ class GRPOModule(pl.LightningModule):
         t1 = time.perf_counter()
         opt, sched = self.optimizers(), self.lr_schedulers()
         totals = {"loss": 0.0, "token_count": 0.0, "clip_count": 0.0, "entropy_sum": 0.0, "ratio_sum": 0.0,
-                  "gap_sum": 0.0, "gap_max": 0.0}
+                  "kl_sum": 0.0, "gap_sum": 0.0, "gap_max": 0.0}
         if learnable:
             for mb in pack_rollouts(rollouts, adv, keep, hp.micro_batch_tokens, self.producer.pad_id):
                 loss, metrics, gap = self._micro_loss(mb, norms)
                 self.manual_backward(loss)
                 totals["loss"] += float(loss.detach())
-                for k in ("token_count", "clip_count", "entropy_sum", "ratio_sum"):
+                for k in ("token_count", "clip_count", "entropy_sum", "ratio_sum", "kl_sum"):
                     totals[k] += float(metrics[k])
                 totals["gap_sum"] += float(gap.sum())
                 totals["gap_max"] = max(totals["gap_max"], float(gap.max()) if gap.numel() else 0.0)
@@ -243,21 +271,55 @@ class GRPOModule(pl.LightningModule):
 
     def _micro_loss(self, mb, norms: StepNorms):
         mb_inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in mb.model_kwargs().items()}
+        predict_at = mb.predict_at.to(self.device)
         hidden = self.policy.base_model(**mb_inputs).last_hidden_state  # [1, L, H]
-        hidden = hidden.reshape(-1, hidden.shape[-1])[mb.predict_at.to(self.device)]  # [M, H]
-        head = self.policy.get_output_embeddings()
-        if getattr(head, "bias", None) is not None:
-            raise NotImplementedError("LM heads with a bias are not supported by the RL log-prob pass")
-        logp, entropy = token_logprobs_and_entropy(hidden, head.weight, mb.targets.to(self.device),
-                                                   self.sampling.temperature, self.hparams.logprob_chunk_size)
-        engine_logp = mb.old_logp.to(self.device)
-        advantages = mb.advantages.to(self.device)
-        old = engine_logp
+        hidden = hidden.reshape(-1, hidden.shape[-1])[predict_at]  # [M, H]
+        tokens = _Tokens(mb.targets.to(self.device), mb.old_logp.to(self.device), mb.advantages.to(self.device),
+                         mb.seq.to(self.device), self._reference_logp(mb_inputs, predict_at, mb.targets))
+        loss, metrics, logp = self._policy_loss(hidden, _head_weight(self.policy), tokens, norms)
+        return loss, metrics, (logp.detach() - tokens.engine_logp).abs()
+
+    def _old_logp_and_weight(self, trainer_logp, engine_logp):
+        """ratio mode: old = engine log-probs, no weight; tis: old = trainer's (detached)
+        and each token weighted by min(pi_trainer / pi_engine, tis_cap)."""
         if self.hparams.mismatch_correction == "tis":
-            old = logp.detach()
-            advantages = advantages * (old - engine_logp).exp().clamp(max=self.hparams.tis_cap)  # [M]
-        loss, metrics = self.loss_fn(logp, old, advantages, mb.seq.to(self.device), entropy, norms, **self.loss_args)
-        return loss, metrics, (logp.detach() - engine_logp).abs()
+            old = trainer_logp.detach()
+            return old, (old - engine_logp).exp().clamp(max=self.hparams.tis_cap)  # [M]
+        return engine_logp, None
+
+    def _torch_policy_loss(self, hidden, weight, t: "_Tokens", norms: StepNorms):
+        logp, entropy = token_logprobs_and_entropy(hidden, weight, t.targets, self.sampling.temperature,
+                                                   self.hparams.logprob_chunk_size)
+        old, token_weight = self._old_logp_and_weight(logp, t.engine_logp)
+        advantages = t.advantages if token_weight is None else t.advantages * token_weight
+        loss, metrics = self.loss_fn(logp, old, advantages, t.seq, entropy, norms, ref_logp=t.ref_logp,
+                                     kl_coef=self.hparams.kl_coef, **self.loss_args)
+        return loss, metrics, logp
+
+    def _liger_policy_loss(self, hidden, weight, t: "_Tokens", norms: StepNorms):
+        from qed_lightning.losses.liger import liger_policy_loss
+
+        with torch.no_grad():  # Liger returns no log-probs: metrics, the gap and tis need them
+            logp, entropy = token_logprobs_and_entropy(hidden, weight, t.targets, self.sampling.temperature,
+                                                       self.hparams.logprob_chunk_size)
+        old, token_weight = self._old_logp_and_weight(logp, t.engine_logp)
+        advantages = t.advantages if token_weight is None else t.advantages * token_weight
+        _, metrics = self.loss_fn(logp, old, advantages, t.seq, entropy, norms, ref_logp=t.ref_logp,
+                                  kl_coef=self.hparams.kl_coef, **self.loss_args)
+        loss = liger_policy_loss(self.hparams.loss, hidden, weight, t.targets, old, t.advantages, t.seq, norms,
+                                 self.sampling.temperature, self.loss_args, ref_logp=t.ref_logp,
+                                 kl_coef=self.hparams.kl_coef, token_weight=token_weight)
+        return loss, metrics, logp
+
+    @torch.no_grad()
+    def _reference_logp(self, mb_inputs, predict_at, targets) -> torch.Tensor | None:
+        if self.reference is None:
+            return None
+        hidden = self.reference.base_model(**mb_inputs).last_hidden_state  # [1, L, H]
+        hidden = hidden.reshape(-1, hidden.shape[-1])[predict_at]  # [M, H]
+        logp, _ = token_logprobs_and_entropy(hidden, _head_weight(self.reference), targets.to(self.device),
+                                             self.sampling.temperature, self.hparams.logprob_chunk_size)
+        return logp
 
     def _log_step(self, rollouts, adv, keep, totals, grad_norm, ok, lr, seconds) -> None:
         scores = torch.tensor([v.score if v.score is not None else -1 for v in rollouts.verdicts])
@@ -267,7 +329,7 @@ class GRPOModule(pl.LightningModule):
             "train/loss": totals["loss"], "train/grad_norm": float(grad_norm), "train/lr": lr,
             "train/skipped": float(not ok), "train/kept_samples": float(keep.sum()),
             "train/clip_fraction": totals["clip_count"] / tokens, "train/entropy": totals["entropy_sum"] / tokens,
-            "train/ratio_mean": totals["ratio_sum"] / tokens, "train/advantage_abs_mean": float(adv.abs().mean()),
+            "train/ratio_mean": totals["ratio_sum"] / tokens, "train/kl": totals["kl_sum"] / tokens, "train/advantage_abs_mean": float(adv.abs().mean()),
             "rollout/logprob_gap_mean": totals["gap_sum"] / tokens, "rollout/logprob_gap_max": totals["gap_max"],
             "reward/mean": float(rollouts.rewards.mean()), "reward/std": float(rollouts.rewards.std(unbiased=False)),
             "reward/success_rate": float((scores == 7).float().mean()),
@@ -284,10 +346,35 @@ class GRPOModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = self.checkpoint_state.state_dict()
+        # The frozen reference is rebuilt from its source on load: never saved.
+        weights = checkpoint.get("state_dict", {})
+        for key in [k for k in weights if k.startswith("reference.")]:
+            del weights[key]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if CHECKPOINT_KEY in checkpoint:
             self.checkpoint_state.load_state_dict(checkpoint[CHECKPOINT_KEY], strict=False)
+        if self.reference is not None and "state_dict" in checkpoint:
+            # Runs before the weights load: strict loading finds the reference's own tensors.
+            checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+
+
+@dataclass
+class _Tokens:
+    """The flat per-token inputs of one micro-batch's policy loss (all [M])."""
+
+    targets: torch.Tensor
+    engine_logp: torch.Tensor
+    advantages: torch.Tensor
+    seq: torch.Tensor
+    ref_logp: torch.Tensor | None
+
+
+def _head_weight(model) -> torch.Tensor:
+    head = model.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise NotImplementedError("LM heads with a bias are not supported by the RL log-prob pass")
+    return head.weight
 
 
 class _JudgeCacheRef:
