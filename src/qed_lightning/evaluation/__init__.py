@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, answer checking, metrics, reports and the `qed eval` runner."""
