@@ -1,9 +1,10 @@
-"""The ``qed`` command: LightningCLI with qed's defaults, plus ``qed export`` and ``qed judge``.
+"""The ``qed`` command: LightningCLI with qed's defaults, plus ``qed export``, ``qed judge`` and ``qed eval``.
 
     qed fit --config configs/demo/sft.yaml --trainer.max_epochs=2
     qed fit --config configs/sft/qed_nano_sft.yaml --print_config
     qed export runs/.../checkpoints/last.ckpt out/model
     qed judge --config configs/judge/local_vllm.yaml --input proofs.jsonl --output verdicts.jsonl
+    qed eval --config configs/eval/imo_proofbench.yaml --policy.init_args.model=<export dir>
 
 Every run logs ``metrics.csv`` (CSVLogger under ``runs/``), the resolved
 ``config.yaml`` and ``run_metadata.json``; checkpoints go to ``<log_dir>/checkpoints``
@@ -28,6 +29,7 @@ from qed_lightning.callbacks import HFExportCallback, QedCheckpoint, RunMetadata
 
 EXPORT_HELP = "qed export CHECKPOINT OUTPUT_DIR   write a Hugging Face model from a saved checkpoint"
 JUDGE_HELP = "qed judge --config judge.yaml --input proofs.jsonl --output verdicts.jsonl   grade a file of proofs"
+EVAL_HELP = "qed eval --config configs/eval/imo_proofbench.yaml   evaluate a model on a benchmark"
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -69,7 +71,7 @@ def _make_cli(args: Sequence[str] | None, run: bool) -> QedCLI:
         parser_kwargs={
             "default_env": True,
             "env_prefix": "PL",
-            "description": f"qed_lightning trainer.  Also: {EXPORT_HELP};  {JUDGE_HELP}",
+            "description": f"qed_lightning trainer.  Also: {EXPORT_HELP};  {JUDGE_HELP};  {EVAL_HELP}",
         },
         args=args,
         run=run,
@@ -93,6 +95,15 @@ def judge_main(args: Sequence[str]) -> None:
     CLI(grade_file, args=list(args), as_positional=False)
 
 
+def eval_main(args: Sequence[str]) -> None:
+    from jsonargparse import CLI
+
+    from qed_lightning.evaluation.runner import evaluate
+
+    summary = CLI(evaluate, args=list(args), as_positional=False)
+    print(f"report: {summary['report']}")
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``qed``; pass ``args`` to call it from tests and notebooks."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -101,6 +112,9 @@ def main(args: Sequence[str] | None = None) -> None:
         return
     if argv and argv[0] == "judge":
         judge_main(argv[1:])
+        return
+    if argv and argv[0] == "eval":
+        eval_main(argv[1:])
         return
     run_cli(None if args is None else argv)
 

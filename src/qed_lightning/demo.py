@@ -1,10 +1,10 @@
-"""``make demo``: SFT of the demo model on the shipped proofs, then RL of the SFT
-export with an in-process judge, each followed by a summary of where everything went
-and how the run went.
+"""``make demo``: SFT of the demo model on the shipped proofs, RL of the SFT export with
+an in-process judge, then an evaluation of the RL export, each followed by a summary
+of where everything went and how the run went.
 
-``python -m qed_lightning.demo`` runs both stages; ``python -m qed_lightning.demo sft
---trainer.max_epochs=1`` (or ``rl ...``) runs one stage, passing the remaining
-arguments to its ``qed fit``."""
+``python -m qed_lightning.demo`` runs all three; ``python -m qed_lightning.demo sft
+--trainer.max_epochs=1`` (or ``rl ...``, ``eval ...``) runs one stage, passing the
+remaining arguments to its ``qed fit`` (``qed eval``)."""
 from __future__ import annotations
 
 import csv
@@ -67,7 +67,7 @@ def run_sft(argv: list[str]) -> Path:
     return Path(export)
 
 
-def run_rl(argv: list[str]) -> None:
+def run_rl(argv: list[str]) -> Path | None:
     trainer, log_dir, export = _fit("rl.yaml", argv)
     s = summarize_rl(log_dir / "metrics.csv")
     print(
@@ -80,15 +80,43 @@ def run_rl(argv: list[str]) -> None:
         f"weight push {s['sync_s']:.2f} per step\n"
         "Read the rollouts with notebooks/rollout_inspector.ipynb (QED_ROLLOUT_DIR=<logs>/rollouts).\n"
     )
+    return Path(export) if export else None
+
+
+def run_eval(argv: list[str]) -> dict:
+    from jsonargparse import CLI
+
+    from qed_lightning.evaluation.runner import evaluate
+
+    path = CONFIGS / "eval.yaml"
+    if not path.is_file():
+        raise SystemExit(f"demo config not found at {path}: run the demo from a checkout of the repository")
+
+    summary = CLI(evaluate, args=["--config", str(path), *argv], as_positional=False)
+    print(
+        "\n== qed demo: evaluation done ==\n"
+        f"report:      {summary['report']}  (records.jsonl and plots beside it)\n"
+        f"avg@{summary['k']}:       {_pct(summary['avg'])} (spread {_pct(summary['spread'])}), "
+        f"pass@1 {_pct(summary['pass_at_1'])}\n"
+        f"judge:       failure rate {summary['failure_rate']:.2f}\n"
+    )
+    return summary
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.1f}%"
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("sft", "rl"):
-        (run_sft if argv[0] == "sft" else run_rl)(argv[1:])
+    stages = {"sft": run_sft, "rl": run_rl, "eval": run_eval}
+    if argv and argv[0] in stages:
+        stages[argv[0]](argv[1:])
         return
     export = run_sft(argv)
-    run_rl([f"--model.model={export}"])  # RL starts from the SFT export, as in the paper
+    export = run_rl([f"--model.model={export}"])  # RL starts from the SFT export, as in the paper
+    if export is not None:
+        run_eval([f"--policy.init_args.model={export}", "--model_label=demo-rl"])
 
 
 if __name__ == "__main__":

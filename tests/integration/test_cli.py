@@ -10,7 +10,8 @@ from qed_lightning.cli import main, run_cli
 ROOT = Path(__file__).resolve().parents[2]
 ALL_CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 JUDGE_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "judge"]  # `qed judge`, not `qed fit`
-CONFIGS = [p for p in ALL_CONFIGS if p not in JUDGE_CONFIGS]
+EVAL_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "eval" or p.name == "eval.yaml"]  # `qed eval`
+CONFIGS = [p for p in ALL_CONFIGS if p not in JUDGE_CONFIGS and p not in EVAL_CONFIGS]
 PRESETS = sorted((ROOT / "callbacks").glob("*.yaml"))
 HEAVY = ("vllm", "liger_kernel", "bitsandbytes", "httpx", "openai")  # (lightning itself imports triton)
 
@@ -26,7 +27,8 @@ def test_help_runs_and_imports_no_heavy_dependency():
 
 def test_every_config_is_listed():
     names = {p.relative_to(ROOT / "configs").as_posix() for p in ALL_CONFIGS}
-    assert {"demo/sft.yaml", "sft/qed_nano_sft.yaml", "judge/local_vllm.yaml"} <= names
+    assert {"demo/sft.yaml", "sft/qed_nano_sft.yaml", "judge/local_vllm.yaml", "demo/rc.yaml", "rc/qed_nano_rc.yaml",
+            "eval/imo_proofbench.yaml", "eval/proofbench.yaml", "eval/answerbench.yaml", "demo/eval.yaml"} <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -46,6 +48,15 @@ def test_print_config_of_every_judge_config(config, capsys):
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path: qed_lightning.judging." in printed and "api_key_env:" in printed
+
+
+@pytest.mark.parametrize("config", EVAL_CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_print_config_of_every_eval_config(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: qed_lightning.evaluation.policies." in printed and "class_path: qed_lightning.judging." in printed
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())

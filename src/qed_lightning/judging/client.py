@@ -31,6 +31,7 @@ class JudgeReply:
     latency_s: float = 0.0
     attempts: int = 1
     finish_reason: str | None = None
+    completion_tokens: int | None = None  # as the server reports them (usage), when it does
 
 
 @runtime_checkable

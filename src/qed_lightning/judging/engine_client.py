@@ -78,5 +78,5 @@ class InProcessVLLMClient:
             for (i, _), group in zip(batch, groups, strict=True):
                 c = group[0]
                 reasoning, _, answer = c.text.rpartition("</think>")
-                replies[i] = JudgeReply(answer, reasoning, None, took, 1, c.finish_reason)
+                replies[i] = JudgeReply(answer, reasoning, None, took, 1, c.finish_reason, len(c.completion_ids))
         return replies  # type: ignore[return-value]

@@ -136,8 +136,8 @@ class OpenAICompatibleClient:
         while True:
             attempt += 1
             try:
-                text, reasoning, finish = self._attempt(url, body)
-                return JudgeReply(text, reasoning, None, time.perf_counter() - start, attempt, finish)
+                text, reasoning, finish, tokens = self._attempt(url, body)
+                return JudgeReply(text, reasoning, None, time.perf_counter() - start, attempt, finish, tokens)
             except _Final as err:
                 return JudgeReply(error=self._scrub(str(err)), latency_s=time.perf_counter() - start, attempts=attempt)
             except _Retryable as err:
@@ -170,7 +170,7 @@ class OpenAICompatibleClient:
         body.update(self.extra_body)
         return f"{self.base_url}/{'chat/completions' if self.api == 'chat' else 'responses'}", body
 
-    def _attempt(self, url: str, body: dict[str, Any]) -> tuple[str, str, str | None]:
+    def _attempt(self, url: str, body: dict[str, Any]) -> tuple[str, str, str | None, int | None]:
         try:
             resp = self._http.post(url, json=body)
         except httpx.TimeoutException as err:
@@ -211,19 +211,27 @@ def _error_message(resp: httpx.Response) -> str:
     return f"HTTP {resp.status_code}: {(message or resp.text or '')[:300]}"
 
 
-def _parse_chat(data: Any) -> tuple[str, str, str | None]:
+def _usage_tokens(data: Any, key: str) -> int | None:
+    try:
+        value = data.get("usage", {}).get(key)
+        return int(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None  # usage is informational: a server without it still answered
+
+
+def _parse_chat(data: Any) -> tuple[str, str, str | None, int | None]:
     try:
         choice = data["choices"][0]
         message = choice["message"]
         text = message.get("content") or ""
         # vLLM names it "reasoning"; other servers "reasoning_content"
         reasoning = message.get("reasoning") or message.get("reasoning_content") or ""
-        return text, reasoning, choice.get("finish_reason")
+        return text, reasoning, choice.get("finish_reason"), _usage_tokens(data, "completion_tokens")
     except (KeyError, IndexError, TypeError, AttributeError):
         raise _Retryable("malformed_response", f"no choices[0].message in the reply ({str(data)[:80]})") from None
 
 
-def _parse_responses(data: Any) -> tuple[str, str, str | None]:
+def _parse_responses(data: Any) -> tuple[str, str, str | None, int | None]:
     try:
         texts, thoughts = [], []
         for item in data["output"]:
@@ -236,4 +244,4 @@ def _parse_responses(data: Any) -> tuple[str, str, str | None]:
     if not texts and not thoughts:
         raise _Retryable("malformed_response", "the reply's output holds no message")
     finish = (data.get("incomplete_details") or {}).get("reason") or data.get("status")
-    return "".join(texts), "".join(thoughts), finish
+    return "".join(texts), "".join(thoughts), finish, _usage_tokens(data, "output_tokens")

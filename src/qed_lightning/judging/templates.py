@@ -34,6 +34,8 @@ BUILTIN_TEMPLATES = {
     "rl_strict": "judge_rl_strict.md",
     "imo_proofbench": "judge_imo_proofbench.md",
     "proofbench": "judge_proofbench.md",
+    # AnswerBench's fallback for final answers the checker cannot decide
+    "answer_match": "judge_answer_match.md",
 }
 # placeholder -> Problem attribute it is filled from ("proof" is the graded answer)
 FIELDS = {

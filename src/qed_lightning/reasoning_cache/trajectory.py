@@ -19,6 +19,7 @@ class TurnOutput:
     text: str
     num_tokens: int
     truncated: bool = False
+    error: str | None = None  # set when no text came back (a server's counted failure)
 
     @classmethod
     def from_completion(cls, completion: Completion) -> TurnOutput:

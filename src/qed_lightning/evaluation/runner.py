@@ -1,0 +1,237 @@
+"""``qed eval``: generate k samples per benchmark problem, grade them, write the report.
+
+Its own command rather than Lightning's test loop: under DDP the test loop pads uneven
+shards with duplicate samples (which would bias avg@k) and it cannot resume per item.
+Generation runs in chunks of problems, one sample index at a time; each chunk's
+generations are saved before grading starts, each graded chunk's records as soon as it
+is graded (``EvalStore``), so a rerun of the same command only does what is missing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from qed_lightning.contracts import GradingItem, Problem
+from qed_lightning.evaluation.answer_check import ANSWER_PROMPT, check_answer
+from qed_lightning.evaluation.benchmarks import BENCHMARKS, load_benchmark_with_report
+from qed_lightning.evaluation.metrics import summarize_records
+from qed_lightning.evaluation.policies import EnginePolicy, ServerPolicy
+from qed_lightning.evaluation.records import MAX_SCORE, EvalRecord
+from qed_lightning.evaluation.report import write_report
+from qed_lightning.evaluation.store import EvalStore
+from qed_lightning.judging.answer import extract_answer
+from qed_lightning.judging.base import BaseJudge
+from qed_lightning.judging.client import CompletionClient
+from qed_lightning.reasoning_cache.cycle import run_cycles
+from qed_lightning.reasoning_cache.roles import client_generator
+from qed_lightning.rollouts.prompts import PROOF_PROMPT
+
+__all__ = ["evaluate", "judge_label"]
+
+log = logging.getLogger(__name__)
+MODES = ("single", "rc")
+
+
+def judge_label(judge: BaseJudge | None) -> str:
+    """Which grader produced a score: model and prompt (scores of different judges do not compare)."""
+    if judge is None:
+        return "answer checker"
+    client = getattr(judge, "client", None)
+    if client is not None:
+        model = client.fingerprint().get("model", type(client).__name__)
+        template = getattr(judge, "template", None)
+        return f"{model} / {getattr(template, 'name', 'custom prompt')}"
+    return f"{type(judge).__name__} {getattr(judge, 'rule_path', '')}".strip()
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="chunk")
+
+
+def evaluate(
+    policy: EnginePolicy | ServerPolicy,
+    benchmark: str = "demo",
+    source: str | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    columns: dict[str, str] | None = None,
+    categories: list[str] | None = None,
+    levels: list[str] | None = None,
+    ids: list[str] | None = None,
+    limit: int | None = None,
+    on_bad_row: str = "raise",
+    judge: BaseJudge | None = None,
+    samples: int = 3,
+    mode: str = "single",
+    rc_iterations: int = 3,
+    summarizer: CompletionClient | None = None,
+    prompt_template: str | None = None,
+    answer_mode: str = "after_think",
+    model_label: str = "model",
+    output_dir: str = "runs/eval",
+    chunk_size: int = 16,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+) -> dict:
+    """Evaluates ``policy`` on a benchmark; returns the summary and writes
+    ``<output_dir>/<benchmark>/<model_label>/`` (generations, records, report.md, plots).
+
+    Args:
+        policy: ``EnginePolicy`` (in-process engine) or ``ServerPolicy`` (OpenAI-compatible server).
+        benchmark: A name of ``BENCHMARKS`` (``imo_proofbench``, ``proofbench``, ``answerbench``, ``demo``...).
+        source, split, revision: Where to read it (a path or hub id; defaults per benchmark).
+        columns: Column mapping over the benchmark's (field -> column name), e.g. for ``custom``.
+        categories, levels, ids, limit: Which problems.
+        on_bad_row: ``raise`` (default) or ``skip`` malformed benchmark rows (skipped
+            rows are logged and counted in the summary's ``skipped_rows``).
+        judge: The grader of proof benchmarks (an ``LLMJudge`` with the benchmark's prompt);
+            on answer benchmarks an optional fallback for answers that do not parse.
+        samples: k, samples per problem (avg@k, pass@k).
+        mode: ``single`` (one turn) or ``rc`` (test-time reasoning cache, ``rc_iterations`` turns).
+        summarizer: RC's summarizer; None: the policy summarizes itself.
+        prompt_template: The user turn around ``{problem}``; None: the benchmark's
+            (the recipe's proof prompt, or the boxed-answer prompt).
+        answer_mode: ``after_think`` (thinking models) or ``whole``.
+        model_label: The report's row name for this model.
+        output_dir: Where results go.
+        chunk_size: Problems per generation/grading chunk (the unit of resume).
+        progress: Progress bars for generation and grading.
+        shard: (index, count): evaluate every count-th problem from index (one rank's
+            share under DDP; the evaluation callback sets it).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    spec = BENCHMARKS[benchmark] if benchmark in BENCHMARKS else None
+    kind = spec.kind if spec is not None else "proof"
+    if kind == "proof" and judge is None:
+        raise ValueError(f"benchmark {benchmark!r} grades proofs: set a judge (an LLMJudge with its prompt)")
+    loaded = load_benchmark_with_report(benchmark, source=source, split=split, revision=revision,
+                                        columns=columns, categories=categories, levels=levels, ids=ids, limit=limit,
+                                        on_bad_row=on_bad_row)
+    problems = loaded.problems[shard[0]::shard[1]]
+    template = prompt_template or (ANSWER_PROMPT if kind == "answer" else PROOF_PROMPT)
+    store = EvalStore(Path(output_dir) / benchmark / model_label)
+    _generate(policy, problems, store, samples, mode, rc_iterations, summarizer, template, chunk_size, progress)
+    _grade(problems, store, kind, judge, benchmark, model_label, answer_mode, chunk_size, progress)
+    records = [store.records[(p.id, j)] for p in problems for j in range(samples) if (p.id, j) in store.records]
+    paths = write_report(records, store.directory, samples, summarize_records, {benchmark: kind})
+    summary = summarize_records(records, samples)
+    summary["report"] = str(paths.markdown)
+    summary["skipped_rows"] = len(loaded.skipped)
+    log.info("%s on %s: report at %s", model_label, benchmark, paths.markdown)
+    return summary
+
+
+def _message(template: str, problem: Problem) -> str:
+    return template.replace("{problem}", problem.statement)
+
+
+def _generate(policy, problems, store, samples, mode, rc_iterations, summarizer, template, chunk_size, progress):
+    for j in range(samples):
+        todo = [p for p in problems if (p.id, j) not in store.generations or store.generations[(p.id, j)].get("error")]
+        chunks = list(_chunks(todo, chunk_size))
+        for chunk in _progress(chunks, len(chunks), f"generating sample {j + 1}/{samples}", progress):
+            if mode == "single":
+                outs = policy.generator("reason", j)([_message(template, p) for p in chunk])
+                rows = [dict(problem_id=p.id, sample=j, text=o.text, tokens=o.num_tokens,
+                             finish_reason="length" if o.truncated else "stop", turns=1, error=o.error)
+                        for p, o in zip(chunk, outs)]
+            else:
+                rows = _rc_rows(policy, chunk, j, rc_iterations, summarizer, template)
+            store.add_generations(rows)
+
+
+def _rc_rows(policy, chunk, j, iterations, summarizer, template):
+    from qed_lightning.reasoning_cache.prompts import RCPrompts
+
+    summarize = (policy.generator("summary", j) if summarizer is None
+                 else client_generator(summarizer, policy.count_tokens))
+    # The benchmark's instruction frames the problem in every RC turn.
+    framed = [Problem(p.id, _message(template, p), p.rubric, p.reference_solution, p.metadata) for p in chunk]
+    trajectories, _ = run_cycles(framed, policy.generator("reason", j), summarize, iterations - 1, reason_final=True,
+                                 prompts=RCPrompts(), count_tokens=policy.count_tokens,
+                                 max_prompt_tokens=policy.max_prompt_tokens())
+    rows = []
+    for t in trajectories:
+        last = t.reasoning[-1] if t.reasoning else None
+        rows.append(dict(problem_id=t.problem.id, sample=j, text=last.text if last else "", tokens=t.total_tokens,
+                         finish_reason="length" if last is not None and last.truncated else "stop",
+                         turns=len(t.reasoning), summaries=t.summaries,
+                         error=None if last is not None else "too_long: the first RC prompt does not fit"))
+    return rows
+
+
+def _grade(problems, store, kind, judge, benchmark, model_label, answer_mode, chunk_size, progress):
+    by_id = {p.id: p for p in problems}
+    todo = [g for key, g in store.generations.items() if key[0] in by_id
+            and (key not in store.records or not store.records[key].graded)]
+    chunks = list(_chunks(todo, chunk_size))
+    label = judge_label(judge) if kind == "proof" else "answer checker" + (f" + {judge_label(judge)}" if judge else "")
+    for chunk in _progress(chunks, len(chunks), "grading", progress):
+        grade = _grade_proofs if kind == "proof" else _grade_answers
+        scored = grade(chunk, by_id, judge, answer_mode)
+        store.add_records([
+            EvalRecord(benchmark, model_label, g["problem_id"], int(g["sample"]), g["text"], answer, int(g["tokens"]),
+                       g["finish_reason"], score, error, _meta(by_id[g["problem_id"]], "category"),
+                       _meta(by_id[g["problem_id"]], "level"), label, origin)
+            for g, (answer, score, error, origin) in zip(chunk, scored)])
+
+
+def _meta(problem: Problem, key: str) -> str | None:
+    value = problem.metadata.get(key)
+    return None if value is None else str(value)
+
+
+def _grade_proofs(chunk, by_id, judge, answer_mode) -> list[tuple[str, int | None, str | None, str]]:
+    failed = {i: g["error"] for i, g in enumerate(chunk) if g.get("error")}
+    items = [GradingItem(by_id[g["problem_id"]], g["text"]) for i, g in enumerate(chunk) if i not in failed]
+    verdicts = iter(judge.grade(items) if items else [])
+    out = []
+    for i, g in enumerate(chunk):
+        answer = extract_answer(g["text"], mode=answer_mode).text
+        if i in failed:  # no text came back: a counted failure, not a 0
+            out.append((answer, None, f"generation: {failed[i]}", "generation"))
+            continue
+        v = next(verdicts)
+        out.append((answer, v.score, v.error, v.origin))
+    return out
+
+
+def _grade_answers(chunk, by_id, judge, answer_mode) -> list[tuple[str, int | None, str | None, str]]:
+    """The checker decides what it can (match 7, mismatch or no box 0); an answer it
+    cannot decide (prose, unparsable) goes to the judge fallback (the ``answer_match``
+    template) when there is one, else it is a counted failure, never a silent 0."""
+    out, fallback = [], []
+    for g in chunk:
+        if g.get("error"):
+            out.append(("", None, f"generation: {g['error']}", "generation"))
+            continue
+        problem = by_id[g["problem_id"]]
+        reference = str(problem.metadata.get("short_answer", ""))
+        check = check_answer(extract_answer(g["text"], mode=answer_mode).text, reference)
+        if check.correct is not None:
+            out.append((check.extracted or "", MAX_SCORE if check.correct else 0, None,
+                        "no_box" if check.reason == "no_box" else "checker"))
+            continue
+        if judge is not None:
+            # the judge sees the short answer as the reference and the extracted answer as the text to check
+            fallback.append((len(out), GradingItem(dataclasses.replace(problem, reference_solution=reference),
+                                                   check.extracted or "")))
+        out.append((check.extracted or "", None, "undecided: the checker cannot compare these answers "
+                    "(set a judge for the fallback)", "undecided"))
+    if fallback:
+        for (i, _), v in zip(fallback, judge.grade([item for _, item in fallback])):
+            out[i] = (out[i][0], v.score, v.error, "judge_fallback")
+    return out
