@@ -24,6 +24,7 @@ from qed_lightning.losses.advantages import get_advantage, zero_advantage_groups
 from qed_lightning.losses.policy import StepNorms, get_policy_loss
 from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
 from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
+from qed_lightning.modules.rl_metrics import step_metrics
 from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
 from qed_lightning.optim import build_optimizer, build_scheduler
 from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, ReasoningCacheSettings
@@ -304,13 +305,19 @@ class GRPOModule(pl.LightningModule):
             return old, (old - engine_logp).exp().clamp(max=self.hparams.tis_cap)  # [M]
         return engine_logp, None
 
-    def _torch_policy_loss(self, hidden, weight, t: "_Tokens", norms: StepNorms):
-        logp, entropy = token_logprobs_and_entropy(hidden, weight, t.targets, self.sampling.temperature,
-                                                   self.hparams.logprob_chunk_size)
+    def _objective(self, logp, entropy, t: "_Tokens", norms: StepNorms):
+        """The registered loss on ``logp`` with the mismatch setting applied; also
+        returns the old log-probs and per-token weight it used."""
         old, token_weight = self._old_logp_and_weight(logp, t.engine_logp)
         advantages = t.advantages if token_weight is None else t.advantages * token_weight
         loss, metrics = self.loss_fn(logp, old, advantages, t.seq, entropy, norms, ref_logp=t.ref_logp,
                                      kl_coef=self.hparams.kl_coef, **self.loss_args)
+        return loss, metrics, old, token_weight
+
+    def _torch_policy_loss(self, hidden, weight, t: "_Tokens", norms: StepNorms):
+        logp, entropy = token_logprobs_and_entropy(hidden, weight, t.targets, self.sampling.temperature,
+                                                   self.hparams.logprob_chunk_size)
+        loss, metrics, _, _ = self._objective(logp, entropy, t, norms)
         return loss, metrics, logp
 
     def _liger_policy_loss(self, hidden, weight, t: "_Tokens", norms: StepNorms):
@@ -319,10 +326,7 @@ class GRPOModule(pl.LightningModule):
         with torch.no_grad():  # Liger returns no log-probs: metrics, the gap and tis need them
             logp, entropy = token_logprobs_and_entropy(hidden, weight, t.targets, self.sampling.temperature,
                                                        self.hparams.logprob_chunk_size)
-        old, token_weight = self._old_logp_and_weight(logp, t.engine_logp)
-        advantages = t.advantages if token_weight is None else t.advantages * token_weight
-        _, metrics = self.loss_fn(logp, old, advantages, t.seq, entropy, norms, ref_logp=t.ref_logp,
-                                  kl_coef=self.hparams.kl_coef, **self.loss_args)
+            _, metrics, old, token_weight = self._objective(logp, entropy, t, norms)
         loss = liger_policy_loss(self.hparams.loss, hidden, weight, t.targets, old, t.advantages, t.seq, norms,
                                  self.sampling.temperature, self.loss_args, ref_logp=t.ref_logp,
                                  kl_coef=self.hparams.kl_coef, token_weight=token_weight)
@@ -339,21 +343,7 @@ class GRPOModule(pl.LightningModule):
         return logp
 
     def _log_step(self, rollouts, adv, keep, totals, grad_norm, ok, lr, seconds) -> None:
-        scores = torch.tensor([v.score if v.score is not None else -1 for v in rollouts.verdicts])
-        lengths = rollouts.completion_mask.sum(1).float()
-        tokens = max(totals["token_count"], 1.0)
-        metrics = {
-            "train/loss": totals["loss"], "train/grad_norm": float(grad_norm), "train/lr": lr,
-            "train/skipped": float(not ok), "train/kept_samples": float(keep.sum()),
-            "train/clip_fraction": totals["clip_count"] / tokens, "train/entropy": totals["entropy_sum"] / tokens,
-            "train/ratio_mean": totals["ratio_sum"] / tokens, "train/kl": totals["kl_sum"] / tokens, "train/advantage_abs_mean": float(adv.abs().mean()),
-            "rollout/logprob_gap_mean": totals["gap_sum"] / tokens, "rollout/logprob_gap_max": totals["gap_max"],
-            "reward/mean": float(rollouts.rewards.mean()), "reward/std": float(rollouts.rewards.std(unbiased=False)),
-            "reward/success_rate": float((scores == 7).float().mean()),
-            "rollout/completion_tokens_mean": float(lengths.mean()), "rollout/completion_tokens_max": float(lengths.max()),
-            "time/rollout_s": seconds["rollout"], "time/train_s": seconds["train"], "time/sync_s": seconds["sync"],
-            "time/train_tokens_per_s": totals["token_count"] / max(seconds["train"], 1e-9),
-        }
+        metrics = step_metrics(rollouts, adv, keep, totals, grad_norm, ok, lr, seconds)
         metrics.update(self.producer.last_metrics)
         metrics.update(getattr(self.engine, "last_sync", {}))
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=rollouts.num_samples)

@@ -1,0 +1,30 @@
+"""The metrics of one RL step, from its rollouts and the sums its micro-batches added up."""
+from __future__ import annotations
+
+import torch
+
+from qed_lightning.rollouts.batch import RolloutBatch
+
+__all__ = ["step_metrics"]
+
+
+def step_metrics(rollouts: RolloutBatch, adv: torch.Tensor, keep: torch.Tensor, totals: dict[str, float],
+                 grad_norm: float, ok: bool, lr: float, seconds: dict[str, float]) -> dict[str, float]:
+    """``totals`` holds the step's sums (loss, token_count, clip_count, entropy_sum,
+    ratio_sum, kl_sum, gap_sum) and gap_max; per-token means divide by token_count."""
+    scores = torch.tensor([v.score if v.score is not None else -1 for v in rollouts.verdicts])  # [N], -1: failed
+    lengths = rollouts.completion_mask.sum(1).float()  # [N]
+    tokens = max(totals["token_count"], 1.0)
+    return {
+        "train/loss": totals["loss"], "train/grad_norm": float(grad_norm), "train/lr": lr,
+        "train/skipped": float(not ok), "train/kept_samples": float(keep.sum()),
+        "train/clip_fraction": totals["clip_count"] / tokens, "train/entropy": totals["entropy_sum"] / tokens,
+        "train/ratio_mean": totals["ratio_sum"] / tokens, "train/kl": totals["kl_sum"] / tokens,
+        "train/advantage_abs_mean": float(adv.abs().mean()),
+        "rollout/logprob_gap_mean": totals["gap_sum"] / tokens, "rollout/logprob_gap_max": totals["gap_max"],
+        "reward/mean": float(rollouts.rewards.mean()), "reward/std": float(rollouts.rewards.std(unbiased=False)),
+        "reward/success_rate": float((scores == 7).float().mean()),
+        "rollout/completion_tokens_mean": float(lengths.mean()), "rollout/completion_tokens_max": float(lengths.max()),
+        "time/rollout_s": seconds["rollout"], "time/train_s": seconds["train"], "time/sync_s": seconds["sync"],
+        "time/train_tokens_per_s": totals["token_count"] / max(seconds["train"], 1e-9),
+    }
