@@ -145,6 +145,8 @@ def test_rule_judge_scores_and_counts_rule_errors():
     judge = RuleJudge("qed_lightning.judging.rules:boxed_answer_matches", answer_mode="whole")
     p = Problem("a", "1+1?", metadata={"answer": "2"})
     assert [v.score for v in judge.grade([item("so \\boxed{ 2 }", p), item("\\boxed{3}", p), item("2", p)])] == [7, 0, 0]
+    half = Problem("b", "1/2?", metadata={"answer": "\\frac{1}{2}"})  # equivalent forms match
+    assert [v.score for v in judge.grade([item("\\boxed{0.5}", half), item("\\boxed{1/3}", half)])] == [7, 0]
     crashed = RuleJudge(f"{__name__}:bad_rule", answer_mode="whole").grade([item("x")])[0]
     assert crashed.score is None and crashed.error == "rule_error: RuntimeError: checker crashed"
     off = RuleJudge(f"{__name__}.off_scale_rule", answer_mode="whole").grade([item("x")])[0]
