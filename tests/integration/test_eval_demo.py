@@ -16,12 +16,16 @@ def share_of_e(problem, answer):
     return min(7, round(35 * answer.lower().count("e") / max(len(answer), 1)))
 
 
-def test_demo_eval_writes_report_plots_and_records(tiny_model_dir, tmp_path, capsys):
-    main(["eval", "--config", str(ROOT / "configs/demo/eval.yaml"), f"--policy.init_args.model={tiny_model_dir}",
+def demo_eval(model_dir, out, *extra):
+    main(["eval", "--config", str(ROOT / "configs/demo/eval.yaml"), f"--policy.init_args.model={model_dir}",
           "--policy.init_args.max_model_len=512", "--policy.init_args.kv_cache_memory_bytes=33554432",
-          "--policy.init_args.sampling.max_tokens=16", "--judge=qed_lightning.judging.RuleJudge",
-          f"--judge.rule={__name__}:share_of_e", "--judge.answer_mode=whole", f"--output_dir={tmp_path}",
-          "--model_label=tiny", "--progress=false"])
+          "--policy.init_args.sampling.max_tokens=16", "--policy.init_args.summary_sampling.max_tokens=8",
+          "--judge=qed_lightning.judging.RuleJudge", f"--judge.rule={__name__}:share_of_e",
+          "--judge.answer_mode=whole", f"--output_dir={out}", "--progress=false", *extra])
+
+
+def test_demo_eval_writes_report_plots_and_records(tiny_model_dir, tmp_path, capsys):
+    demo_eval(tiny_model_dir, tmp_path, "--model_label=tiny")
     out = tmp_path / "demo" / "tiny"
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
@@ -34,6 +38,11 @@ def test_demo_eval_writes_report_plots_and_records(tiny_model_dir, tmp_path, cap
 
     for path in plots:
         Image.open(path).verify()
+    # test-time reasoning cache: 2 turns per sample, every turn's tokens counted
+    demo_eval(tiny_model_dir, tmp_path, "--model_label=tiny-rc", "--mode=rc", "--rc_iterations=2")
+    gens = [json.loads(line) for line in (tmp_path / "demo" / "tiny-rc" / "generations.jsonl").read_text().splitlines()]
+    assert len(gens) == 12 and all(g["turns"] == 2 and len(g["summaries"]) == 1 for g in gens)
+    assert all(16 < g["tokens"] <= 2 * 16 + 8 for g in gens)  # two reasoning turns (16 each, truncated) + a summary
 
 
 def test_evaluation_callback_logs_during_rl(tiny_model_dir, tmp_path):
