@@ -10,6 +10,13 @@
     SFT step with gradient checkpointing and AdamW: qed's chunked loss without Liger,
     then Liger-patched with the ``liger`` loss (and with the chunked loss): tokens/s,
     MFU, peak memory.
+(d) GRPO: qed's chunked log-prob pass (``token_logprobs_and_entropy``) + the
+    ``qed_nano`` loss against materialised [T, V] logits + the same loss at T=8192,
+    V=151936, H=2560, bf16 (fwd+bwd time, peak memory, error against fp32); then a
+    GRPOModule-style micro-step on the part (c) model (one packed 8k-token row built by
+    qed's ``pack_rollouts``, body forward, log-probs at the predicting positions,
+    ``qed_nano``, backward, AdamW) with each log-prob pass. Runs before (c), whose Liger
+    patch is module-wide.
 
 Made for the GPU image (torch CUDA, transformers, lightning, triton; no liger-kernel,
 no network): ``src/`` is put on ``sys.path`` here, and ``--liger-wheel PATH`` pip-installs
@@ -277,6 +284,253 @@ def check_rmsnorm(args, have_liger: bool, liger_msg: str) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------ (d) GRPO: policy loss and micro-step
+
+
+def materialised_logprobs(hidden, weight, targets, temperature: float):
+    """The plain way: one [M, V] logits tensor (softmax math in fp32), log_softmax, gather, entropy."""
+    logits = (hidden @ weight.t()).float() / temperature  # [M, V]
+    logp_all = logits.log_softmax(-1)  # [M, V]
+    logp = logp_all.gather(-1, targets[:, None])[:, 0]  # [M]
+    return logp, -(logp_all.exp() * logp_all).sum(-1)  # [M], [M]
+
+
+def grpo_logprob_impls(args) -> dict:
+    from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
+
+    return {
+        "chunked": lambda h, w, y: token_logprobs_and_entropy(h, w, y, args.grpo_temperature, args.grpo_chunk_size),
+        "materialised": lambda h, w, y: materialised_logprobs(h, w, y, args.grpo_temperature),
+    }
+
+
+def check_grpo_loss(args) -> list[dict]:
+    """qed's chunked log-prob pass + qed_nano vs materialised logits + qed_nano, bf16 inputs."""
+    import math
+
+    import torch
+
+    from qed_lightning.losses.policy import StepNorms, qed_nano
+
+    impls = grpo_logprob_impls(args)
+    V, H, per_seq = args.vocab, args.hidden, args.grpo_seq_tokens
+    rows = []
+    for T in args.grpo_tokens:
+        gen = torch.Generator(device=DEVICE).manual_seed(0)
+        hidden = torch.randn(T, H, device=DEVICE, generator=gen).to(torch.bfloat16).requires_grad_(True)  # [T, H]
+        weight = (torch.randn(V, H, device=DEVICE, generator=gen) * 0.02).to(torch.bfloat16).requires_grad_(True)
+        targets = torch.randint(0, V, (T,), device=DEVICE, generator=gen)  # [T]
+        seq = torch.arange(T, device=DEVICE) // per_seq  # [T]
+        n = int(seq[-1]) + 1
+        adv = torch.randn(n, device=DEVICE, generator=gen)[seq]  # [T]
+        old = torch.randn(T, device=DEVICE, generator=gen) * 0.1 - math.log(V)  # [T]: ratio ~ 1
+        norms = StepNorms(samples=n, tokens=T, max_tokens=per_seq,
+                          seq_lengths=torch.full((n,), per_seq, device=DEVICE))
+
+        def loss_of(fn, h, w):
+            logp, entropy = fn(h, w, targets)
+            return qed_nano(logp, old, adv, seq, entropy, norms)[0]
+
+        # fp32 materialised "gold" on the same bf16 inputs
+        h32 = hidden.detach().float().requires_grad_(True)
+        w32 = weight.detach().float().requires_grad_(True)
+        gold_loss = loss_of(impls["materialised"], h32, w32)
+        gold_loss.backward()
+        gold = (gold_loss.detach().double(), h32.grad, w32.grad)
+        del h32, w32, gold_loss
+        free()
+        for name, fn in impls.items():
+            row = {"T": T, "impl": name}
+            try:
+                def step():
+                    hidden.grad = None
+                    weight.grad = None
+                    loss = loss_of(fn, hidden, weight)
+                    loss.backward()
+                    return loss
+
+                step()  # warmup
+                hidden.grad = weight.grad = None
+                free()
+                sync()
+                reset_peak()
+                base = mem_allocated()
+                loss = step()
+                sync()
+                row["peak_mem_gib"] = (max_mem_allocated() - base) / GIB
+                gl, gh, gw = gold
+                row["loss_rel_err"] = float((loss.detach().double() - gl).abs() / gl.abs().clamp_min(1e-30))
+                row["grad_hidden_max_err"] = float((hidden.grad.float() - gh).abs().max())
+                row["grad_weight_max_err"] = float((weight.grad.float() - gw).abs().max())
+                row["grad_hidden_max"] = float(gh.abs().max())
+                row["grad_weight_max"] = float(gw.abs().max())
+                del loss
+                row["fwd_bwd_ms"] = timed(step, reps=args.reps, warmup=0) * 1e3
+                row["status"] = "ok"
+            except Exception as err:
+                row["status"] = f"error: {type(err).__name__}: {str(err)[:200]}"
+                traceback.print_exc()
+            hidden.grad = weight.grad = None
+            free()
+            rows.append(row)
+            print(f"[grpo loss] {row}", flush=True)
+        del hidden, weight, targets, gold
+        free()
+    peaks = {(r["T"], r["impl"]): r.get("peak_mem_gib") for r in rows}
+    for r in rows:
+        m = peaks.get((r["T"], "materialised"))
+        if r["impl"] == "chunked" and r.get("peak_mem_gib") is not None and m:
+            r["peak_over_materialised"] = r["peak_mem_gib"] / m
+    return rows
+
+
+def grpo_microbatch(args, vocab: int):
+    """One packed micro-batch of ``step_tokens`` tokens as GRPOModule trains it: synthetic
+    completions -> qed's build_rollout_batch -> group-mean advantages -> pack_rollouts.
+    Returns (RLMicroBatch, StepNorms, how it was built)."""
+    import torch
+
+    from qed_lightning.losses.policy import StepNorms
+
+    per = args.step_tokens // args.grpo_samples
+    group = 4
+    gen = torch.Generator().manual_seed(2)
+    prompt_len = max(2, per // 8)
+    samples = []
+    for i in range(args.grpo_samples):
+        k = per - prompt_len - (i % 3) * (per // 16)  # a little length variety
+        samples.append((torch.randint(0, vocab, (prompt_len,), generator=gen).tolist(),
+                        torch.randint(0, vocab, (k,), generator=gen).tolist(),
+                        (torch.rand(k, generator=gen) * -3).tolist()))
+    rewards = torch.rand(len(samples), generator=gen)
+    try:
+        from qed_lightning.contracts import Completion, Problem, Verdict
+        from qed_lightning.losses.advantages import group_mean
+        from qed_lightning.rollouts.batch import build_rollout_batch
+        from qed_lightning.rollouts.microbatch import pack_rollouts
+
+        n_groups = -(-len(samples) // group)
+        problems = [Problem(f"p{g}", "synthetic") for g in range(n_groups)]
+        groups = [[Completion(p, c, lp, "length", "", 0) for p, c, lp in samples[g * group:(g + 1) * group]]
+                  for g in range(n_groups)]
+        verdicts = [Verdict(0) for _ in samples]
+        batch = build_rollout_batch(problems, groups, verdicts, rewards, torch.ones(len(samples), dtype=torch.bool), 0)
+        adv = group_mean(batch.rewards, batch.group_ids, batch.reward_mask)
+        mbs = pack_rollouts(batch, adv, batch.reward_mask, args.step_tokens, pad_id=0)
+        seq_lengths = batch.completion_mask.sum(1)
+        how = f"qed's build_rollout_batch + pack_rollouts ({len(mbs)} micro-batch)"
+        mb = mbs[0]
+    except Exception as err:  # the rollouts package needs Lightning; lay the row out the same way by hand
+        from types import SimpleNamespace
+
+        ids, pos, at, tgt, old, advs, seqs, off = [], [], [], [], [], [], [], 0
+        adv_all = rewards - rewards.view(-1, group).mean(1).repeat_interleave(group)
+        for i in sorted(range(len(samples)), key=lambda i: -sum(map(len, samples[i][:2]))):  # as pack_rollouts
+            p, c, lp = samples[i]
+            ids += p + c
+            pos += list(range(len(p) + len(c)))
+            at += range(off + len(p) - 1, off + len(p) + len(c) - 1)
+            tgt += c
+            old += lp
+            advs += [float(adv_all[i])] * len(c)
+            seqs += [i] * len(c)
+            off += len(p) + len(c)
+        t = torch.tensor
+        mb = SimpleNamespace(input_ids=t([ids]), position_ids=t([pos]), predict_at=t(at), targets=t(tgt),
+                             old_logp=t(old), advantages=t(advs), seq=t(seqs),
+                             model_kwargs=lambda: {"input_ids": t([ids]), "position_ids": t([pos]), "use_cache": False})
+        seq_lengths = t([len(c) for _, c, _ in samples])
+        how = f"laid out by this script (qed's rollouts package did not import: {type(err).__name__})"
+    norms = StepNorms(samples=len(samples), tokens=int(seq_lengths.sum()), max_tokens=per,
+                      seq_lengths=seq_lengths.to(DEVICE))
+    return mb, norms, how
+
+
+def check_grpo_step(args, peak_flops: float | None) -> dict:
+    """A GRPOModule-style micro-step on a Qwen3-4B-shaped model: body forward on one packed
+    row, hidden at the predicting positions, log-probs (chunked or materialised), qed_nano,
+    backward, AdamW step (lr 0: both variants see the same weights)."""
+    import torch
+
+    from qed_lightning.losses.policy import qed_nano
+
+    impls = grpo_logprob_impls(args)
+    layers, model, note = args.layers, None, None
+    while model is None:
+        try:
+            model = build_model(args, layers)
+        except torch.cuda.OutOfMemoryError:
+            free()
+            if layers <= 4:
+                raise
+            note = f"{args.layers} layers did not fit; ran {layers // 2}"
+            layers //= 2
+    n_params = sum(p.numel() for p in model.parameters())
+    mb, norms, how = grpo_microbatch(args, args.vocab)
+    kwargs = {k: v.to(DEVICE) if torch.is_tensor(v) else v for k, v in mb.model_kwargs().items()}
+    predict_at, targets = mb.predict_at.to(DEVICE), mb.targets.to(DEVICE)
+    old, adv, seq = mb.old_logp.to(DEVICE), mb.advantages.to(DEVICE), mb.seq.to(DEVICE)
+    weight = model.get_output_embeddings().weight
+    rows = []
+    for name, fn in impls.items():
+        row = {"impl": name, "layers": layers, "params": n_params, "tokens": int(kwargs["input_ids"].numel()),
+               "completion_tokens": int(targets.numel())}
+        try:
+            opt = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0, fused=DEVICE == "cuda")
+            free()
+            reset_peak()
+            losses, times = [], []
+            for _ in range(1 + args.model_steps):
+                sync()
+                t0 = time.perf_counter()
+                hidden = model.base_model(**kwargs).last_hidden_state  # [1, L, H]
+                hidden = hidden.reshape(-1, hidden.shape[-1])[predict_at]  # [M, H]
+                logp, entropy = fn(hidden, weight, targets)
+                loss, _ = qed_nano(logp, old, adv, seq, entropy, norms)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sync()
+                times.append(time.perf_counter() - t0)
+                losses.append(float(loss.detach()))
+                del hidden, logp, entropy, loss
+            row["peak_mem_gib"] = max_mem_allocated() / GIB
+            del opt
+            free()
+            row.update(losses=losses, times_s=times, step_s=sum(times[1:]) / len(times[1:]))
+            row["tokens_per_s"] = row["tokens"] / row["step_s"]
+            if peak_flops:  # 6 x params x tokens, as part c (recompute and attention not counted)
+                row["mfu"] = 6 * n_params * row["tokens"] / row["step_s"] / peak_flops
+            row["status"] = "ok"
+        except Exception as err:
+            row["status"] = f"error: {type(err).__name__}: {str(err)[:200]}"
+            traceback.print_exc()
+            model.zero_grad(set_to_none=True)
+            free()
+        rows.append(row)
+        print(f"[grpo step] {row}", flush=True)
+    del model
+    free()
+    return {"rows": rows, "layers": layers, "note": note, "params": n_params, "packing": how}
+
+
+def check_grpo(args, peak_flops: float | None) -> dict:
+    out = {"loss": [], "step": "skipped"}
+    try:
+        out["loss"] = check_grpo_loss(args)
+    except Exception as err:
+        traceback.print_exc()
+        out["loss"] = [{"impl": "-", "T": "-", "status": f"error: {type(err).__name__}: {str(err)[:300]}"}]
+    free()
+    if not args.grpo_skip_step:
+        try:
+            out["step"] = check_grpo_step(args, peak_flops)
+        except Exception as err:
+            traceback.print_exc()
+            out["step"] = f"error: {type(err).__name__}: {str(err)[:300]}"
+    return out
+
+
 # --------------------------------------------------------- (c) model + SFT step
 
 
@@ -491,6 +745,46 @@ def render(res: dict) -> str:
                 f"{losses} | {r['status']} |")
     else:
         out.append(f"not run: {mc}")
+    g = res.get("grpo")
+    if isinstance(g, dict):
+        c = res["config"]
+        out += ["", f"## d. GRPO: policy loss and a GRPOModule-style micro-step, V={c['vocab']}, bf16", "",
+                f"Loss: LM head [V, H={c['hidden']}] and hidden [T, H] in bf16 as leaves, temperature "
+                f"{c['grpo_temperature']}, the `qed_nano` loss ({c['grpo_seq_tokens']} tokens per sample, random "
+                f"advantages); `chunked` = qed's `token_logprobs_and_entropy` (chunk {c['grpo_chunk_size']} rows, "
+                "activation-checkpointed), `materialised` = one [T, V] logits tensor + log_softmax + entropy. Peak is "
+                "`max_memory_allocated` over the inputs; errors against an fp32 materialised computation.", "",
+                "| T | impl | fwd+bwd (ms) | peak mem (GiB) | chunked / materialised peak | loss rel err | "
+                "grad h max err | grad W max err | status |",
+                "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in g.get("loss", []):
+            out.append(
+                f"| {r['T']} | {r['impl']} | {_f(r.get('fwd_bwd_ms'), '.1f')} | {_f(r.get('peak_mem_gib'), '.2f')} | "
+                f"{_f(r.get('peak_over_materialised'), '.3f')} | {_f(r.get('loss_rel_err'), '.1e')} | "
+                f"{_f(r.get('grad_hidden_max_err'), '.1e')} | {_f(r.get('grad_weight_max_err'), '.1e')} | "
+                f"{r['status']} |")
+        st = g.get("step")
+        out.append("")
+        if isinstance(st, dict):
+            out += [
+                f"Micro-step: the part c model shape ({st['layers']} layers, {st['params'] / 1e9:.2f} B params, random "
+                f"init, bf16, gradient checkpointing, fused AdamW with lr 0), one packed row of "
+                f"{c['step_tokens']} tokens holding {c['grpo_samples']} samples ({st['packing']}): body forward, "
+                "hidden at the predicting positions, log-probs, `qed_nano`, backward, optimizer step; 1 warmup + "
+                f"{c['model_steps']} measured. Peak memory includes weights, gradients and AdamW state.",
+                ""]
+            if st.get("note"):
+                out += [f"Note: {st['note']}.", ""]
+            out += ["| log-probs | completion tokens | tokens/s | MFU | step (s) | peak mem (GiB) | step losses | status |",
+                    "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+            for r in st["rows"]:
+                losses = ", ".join(f"{x:.4f}" for x in r.get("losses", []))
+                out.append(
+                    f"| {r['impl']} | {r.get('completion_tokens', '-')} | {_f(r.get('tokens_per_s'), '.0f')} | "
+                    f"{_f(r.get('mfu'), '.1%')} | {_f(r.get('step_s'), '.2f')} | {_f(r.get('peak_mem_gib'), '.1f')} | "
+                    f"{losses} | {r['status']} |")
+        else:
+            out.append(f"Micro-step: {st}")
     out += ["", f"Total time: {res['total_s']:.0f} s."]
     return "\n".join(out) + "\n"
 
@@ -514,7 +808,13 @@ def main(argv=None) -> int:
     ap.add_argument("--step-tokens", type=int, default=8192, help="part c packed tokens per step")
     ap.add_argument("--model-steps", type=int, default=2, help="part c measured steps (after 1 warmup)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the card's bf16 peak for MFU")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["loss", "rmsnorm", "model"])
+    ap.add_argument("--grpo-tokens", type=int, nargs="+", default=[8192], help="part d policy-loss token counts")
+    ap.add_argument("--grpo-chunk-size", type=int, default=256, help="part d log-prob chunk (GRPOModule's default)")
+    ap.add_argument("--grpo-seq-tokens", type=int, default=1024, help="part d loss: completion tokens per sample")
+    ap.add_argument("--grpo-samples", type=int, default=8, help="part d micro-step: samples in the packed row")
+    ap.add_argument("--grpo-temperature", type=float, default=0.8)
+    ap.add_argument("--grpo-skip-step", action="store_true", help="part d: the loss only, no model micro-step")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["loss", "rmsnorm", "grpo", "model"])
     args = ap.parse_args(argv)
 
     import torch
@@ -549,17 +849,18 @@ def main(argv=None) -> int:
     }
     parts = [("loss", lambda: check_loss(args, have_liger, liger_msg)),
              ("rmsnorm", lambda: check_rmsnorm(args, have_liger, liger_msg)),
+             ("grpo", lambda: check_grpo(args, peak)),  # before part c: no Liger patch in it
              # Last: Liger's patch replaces Qwen3 functions module-wide.
              ("model", lambda: check_model(args, have_liger, liger_msg, peak))]
     for key, fn in parts:
         if key in args.skip:
-            res[key] = "skipped" if key == "model" else []
+            res[key] = "skipped" if key in ("model", "grpo") else []
             continue
         try:
             res[key] = fn()
         except Exception as err:
             traceback.print_exc()
-            res[key] = f"error: {type(err).__name__}: {str(err)[:300]}" if key == "model" else [
+            res[key] = f"error: {type(err).__name__}: {str(err)[:300]}" if key in ("model", "grpo") else [
                 {"impl": "-", "T": "-", "status": f"error: {type(err).__name__}: {str(err)[:300]}"}]
         free()
     res["total_s"] = time.perf_counter() - t_start
