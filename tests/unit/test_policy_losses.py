@@ -166,3 +166,20 @@ def test_kl_penalty_is_added_per_token_under_the_loss_normaliser(name, weights):
 def test_kl_coef_without_reference_is_an_error():
     with pytest.raises(ValueError, match="ref_logp"):
         run("dapo", kl_coef=0.1)
+
+
+def test_token_logprobs_backward_is_exact_for_any_mix_of_outputs_and_inputs():
+    # the custom backward against finite differences: logp and entropy weighted
+    # differently, entropy alone, and a frozen head (no weight gradient)
+    torch.manual_seed(1)
+    hidden = torch.randn(9, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(13, 6, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 13, (9,))
+
+    def fn(h, w):
+        return token_logprobs_and_entropy(h, w, targets, temperature=0.7, chunk_size=4)
+
+    assert torch.autograd.gradcheck(lambda h, w: 1.3 * fn(h, w)[0].sum() + (fn(h, w)[1] * torch.arange(9)).sum(),
+                                    (hidden, weight))
+    assert torch.autograd.gradcheck(lambda h, w: fn(h, w)[1].sum(), (hidden, weight))
+    assert torch.autograd.gradcheck(lambda h: fn(h, weight.detach())[0].sum(), (hidden,))

@@ -2,26 +2,68 @@
 
 RL needs log pi(token) under the *sampling* distribution, so logits are divided by
 the sampling temperature (the engine's processed log-probs are computed the same
-way), and the entropy of that distribution for the entropy bonus. Rows are processed
-in chunks under activation checkpointing: each chunk's ``[C, V]`` logits exist only
-while that chunk's forward or backward runs.
+way), and the entropy of that distribution for the entropy bonus. A custom autograd
+function walks the rows in chunks: forward keeps only the per-row log-sum-exp, and
+backward recomputes each chunk's ``[C, V]`` logits and adds its share of the LM-head
+gradient into one ``[V, H]`` buffer in place, so the peak holds one head-sized gradient
+rather than one per chunk plus the running sum (what autograd does with per-chunk
+activation checkpointing).
 """
 from __future__ import annotations
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 __all__ = ["token_logprobs_and_entropy"]
 
 
-def _chunk(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float):
+def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
     # projection in the input dtype, softmax math in at least fp32
-    logits = (hidden @ weight.t()).to(torch.promote_types(hidden.dtype, torch.float32)) / temperature  # [C, V]
-    lse = logits.logsumexp(-1)  # [C]
-    logp = logits.gather(-1, targets[:, None])[:, 0] - lse  # [C]
-    probs = (logits - lse[:, None]).exp()  # [C, V]
-    entropy = lse - (probs * logits).sum(-1)  # [C]: H = lse - E_p[z]
-    return logp, entropy
+    return (hidden @ weight.t()).to(torch.promote_types(hidden.dtype, torch.float32)) / temperature  # [C, V]
+
+
+class _ChunkedTokenLogprobs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature: float, chunk_size: int):
+        rows = hidden.shape[0]
+        logp = torch.empty(rows, dtype=torch.promote_types(hidden.dtype, torch.float32), device=hidden.device)  # [M]
+        entropy = torch.empty_like(logp)  # [M]
+        lse_all = torch.empty_like(logp)  # [M]
+        for start in range(0, rows, chunk_size):
+            end = min(start + chunk_size, rows)
+            logits = _chunk_logits(hidden[start:end], weight, temperature)  # [C, V]
+            lse = logits.logsumexp(-1)  # [C]
+            logp[start:end] = logits.gather(-1, targets[start:end, None])[:, 0] - lse
+            probs = (logits - lse[:, None]).exp()  # [C, V]
+            entropy[start:end] = lse - (probs * logits).sum(-1)  # H = lse - E_p[z]
+            lse_all[start:end] = lse
+        ctx.save_for_backward(hidden, weight, targets, lse_all, entropy)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        hidden, weight, targets, lse_all, entropy = ctx.saved_tensors
+        t, acc = ctx.temperature, torch.promote_types(hidden.dtype, torch.float32)
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.zeros_like(hidden) if need_h else None  # [M, H]
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None  # [V, H]
+        g_lp = torch.zeros_like(lse_all) if grad_logp is None else grad_logp.to(acc)  # [M]
+        g_ent = torch.zeros_like(lse_all) if grad_entropy is None else grad_entropy.to(acc)  # [M]
+        for start in range(0, hidden.shape[0], ctx.chunk_size):
+            end = min(start + ctx.chunk_size, hidden.shape[0])
+            h = hidden[start:end]  # [C, H]
+            logits = _chunk_logits(h, weight, t)  # [C, V]
+            logq = logits - lse_all[start:end, None]  # [C, V] log-probs
+            probs = logq.exp()
+            # d logp_target / dz = onehot - p;  d H / dz = -p (log p + H)
+            grad_z = -probs * (g_lp[start:end, None] + g_ent[start:end, None] * (logq + entropy[start:end, None]))
+            grad_z[torch.arange(end - start, device=h.device), targets[start:end]] += g_lp[start:end]
+            grad_z = (grad_z / t).to(h.dtype)  # [C, V]: through logits = (h W^T) / t
+            if need_h:
+                grad_h[start:end] = grad_z @ weight
+            if need_w:
+                grad_w.addmm_(grad_z.t().to(acc), h.to(acc))  # in place: one [V, H] buffer for all chunks
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
 
 
 def token_logprobs_and_entropy(
@@ -33,23 +75,25 @@ def token_logprobs_and_entropy(
         weight: [V, H] LM head.
         targets: [M] token ids.
         temperature: Sampling temperature (> 0).
+        chunk_size: Rows per chunk (the ``[chunk, V]`` logits are the working set).
 
     Returns:
-        ``(logp [M], entropy [M])`` in fp32, differentiable w.r.t. ``hidden`` and ``weight``.
+        ``(logp [M], entropy [M])`` in fp32 (fp64 for fp64 inputs), differentiable w.r.t.
+        ``hidden`` and ``weight``.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
     if hidden.shape[0] == 0:
         empty = hidden.new_zeros(0, dtype=torch.float32) + 0 * weight.sum()  # [0], still in the graph
         return empty, empty.clone()
-    logps, entropies = [], []
-    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    for start in range(0, hidden.shape[0], chunk_size):
-        h, t = hidden[start:start + chunk_size], targets[start:start + chunk_size]
-        if grad:
-            lp, ent = checkpoint(_chunk, h, weight, t, temperature, use_reentrant=False)
-        else:
-            lp, ent = _chunk(h, weight, t, temperature)
-        logps.append(lp)
-        entropies.append(ent)
-    return torch.cat(logps), torch.cat(entropies)
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _ChunkedTokenLogprobs.apply(hidden, weight, targets, temperature, chunk_size)
+    with torch.no_grad():
+        return _ChunkedTokenLogprobs.forward(_NoCtx(), hidden, weight, targets, temperature, chunk_size)
+
+
+class _NoCtx:
+    """Stands in for autograd's ctx when nothing needs a gradient."""
+
+    def save_for_backward(self, *tensors) -> None:
+        pass
