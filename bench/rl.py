@@ -869,7 +869,7 @@ def _render_steps(a: dict) -> list[str]:
         "",
         "- **qed**: `GRPOModule` in `pl.Trainer` (no logger, no checkpoints, rollout records off): "
         "`RolloutProducer` -> `VLLMEngine.generate` (per-sample seeds) -> `RuleJudge` -> packed micro-batches -> "
-        f"chunked `token_logprobs_and_entropy` (chunk {c['logprob_chunk_size']}, activation-checkpointed) -> "
+        f"chunked `token_logprobs_and_entropy` (chunk {c['logprob_chunk_size']}, logits recomputed in backward) -> "
         "`qed_nano` -> clip -> AdamW -> `VLLMEngine.load_weights`.",
         "- **bare**: written in the benchmark, nothing from qed: `vllm.LLM` with the engine arguments `VLLMEngine` "
         "passes, the same per-sample seeds (so it samples qed's tokens), the rule inline, the same first-fit-"
@@ -956,7 +956,9 @@ def _render_loss(b: dict) -> list[str]:
         f"LM head [V={c['vocab']}, H={c['hidden']}] and hidden [T, H] as leaves (fp32, random), temperature "
         f"{c['temperature']}, the `qed_nano` loss over T completion tokens ({c['seq_tokens']} per sample, random "
         "advantages, old log-probs ~ log(1/V)). **chunked**: qed's `token_logprobs_and_entropy` (chunks of "
-        f"{c['chunk_size']} rows, each under activation checkpointing). **materialised**: `(hidden @ W.T).float() / "
+        f"{c['chunk_size']} rows; the [chunk, V] logits are recomputed in backward: per-chunk activation "
+        "checkpointing up to commit 9692bb3, one autograd function accumulating the head gradient in place "
+        "from c038403 on). **materialised**: `(hidden @ W.T).float() / "
         "temperature` as one [T, V] tensor, `log_softmax`, gather, entropy = -(p * log p).sum. Each run in a fresh "
         "subprocess. Peak = RSS high-water mark during forward+backward minus the RSS right before it (inputs "
         f"already allocated), read as {method}. Why RSS: torch's CPU allocator keeps no peak counter "
@@ -1017,8 +1019,8 @@ def interpret(res: dict) -> list[str]:
         qt, bt = q["train"], b["train"]
         if qt > bt:
             notes.append(
-                f"Train: qed {qt:.2f} s vs bare {bt:.2f} s. qed's log-prob pass runs the LM head in chunks under "
-                "activation checkpointing, so backward recomputes every chunk's logits (one extra LM-head matmul "
+                f"Train: qed {qt:.2f} s vs bare {bt:.2f} s. qed's log-prob pass runs the LM head in chunks and "
+                "backward recomputes every chunk's logits (one extra LM-head matmul "
                 "per completion token); bare keeps its [M, V] logits alive instead, which is cheap at this "
                 "vocabulary (49,152) and micro-batch size but is what part b shows blowing up at 151,936 x 8k.")
     lb = res.get("loss") or {}
@@ -1032,11 +1034,14 @@ def interpret(res: dict) -> list[str]:
             "Chunked memory does not grow with T ("
             + ", ".join(f"T={r['tokens']}: {r['peak_increase_mb']:.0f} MB" for r in ch) + "); "
             f"its peak is {peak / wg:.2f} x the size of the [V, H] fp32 weight gradient ({wg:.0f} MB), made of "
-            f"[V, H]-sized tensors and [chunk, V] buffers ({chunk:.0f} MB each). Every checkpointed chunk's backward builds a full [V, H] gradient of its "
-            "own, which is then added into the accumulated one, so two or more [V, H]-sized tensors are alive at "
-            "the peak (a separate probe at T=1024 measured ~2.5 [V, H] per unit of H at H=512 and 1024). A pass "
-            "that accumulated the weight gradient in place (as Liger's fused losses do) would hold one, saving "
-            f"one to two [V, H] tensors ({wg:.0f} MB each here). The materialised pass holds five [T, V] fp32 tensors at its peak (the fit above), "
+            f"[V, H]-sized tensors and [chunk, V] buffers ({chunk:.0f} MB each). "
+            + ("Every checkpointed chunk's backward builds a full [V, H] gradient of its own, which is then added "
+               "into the accumulated one, so two or more [V, H]-sized tensors are alive at the peak; a pass that "
+               "accumulated the weight gradient in place (as Liger's fused losses do) would hold one. "
+               if peak / wg > 2.5 else
+               "Backward accumulates the head gradient into one [V, H] buffer in place, so the rest of the peak "
+               "is the chunk's [chunk, V] working tensors and the hidden-state gradient. ")
+            + "The materialised pass holds five [T, V] fp32 tensors at its peak (the fit above), "
             "so the ratio falls as T grows: with these numbers the <= 1/4 target holds from T ~ "
             f"{peak / 0.25 / lb['materialised_mb_per_token']:.0f} tokens up at this H."
             if "materialised_mb_per_token" in lb else "")
