@@ -41,6 +41,7 @@ class VLLMServer:
         extra_args: More ``vllm serve`` flags.
         startup_timeout_s: How long to wait for ``/health``.
         log_path: Where the server's output goes (a temporary file by default).
+        env: More environment variables for the server process.
     """
 
     def __init__(
@@ -53,11 +54,13 @@ class VLLMServer:
         extra_args: Sequence[str] = (),
         startup_timeout_s: float = 300.0,
         log_path: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.model, self.served_name = str(model), served_name
         self.max_model_len, self.dtype, self.kv_cache_gib = max_model_len, dtype, kv_cache_gib
         self.extra_args, self.startup_timeout_s = list(extra_args), startup_timeout_s
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="vllm-serve-", suffix=".log")[1])
+        self.env = dict(env or {})
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
 
@@ -73,7 +76,7 @@ class VLLMServer:
             "--max-model-len", str(self.max_model_len), "--dtype", self.dtype, "--enforce-eager",
             *self.extra_args,
         ]
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib)}
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib), **self.env}
         log = self.log_path.open("wb")
         # Own process group: vLLM starts engine workers that must go down with it.
         self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
