@@ -183,3 +183,19 @@ def test_token_logprobs_backward_is_exact_for_any_mix_of_outputs_and_inputs():
                                     (hidden, weight))
     assert torch.autograd.gradcheck(lambda h, w: fn(h, w)[1].sum(), (hidden, weight))
     assert torch.autograd.gradcheck(lambda h: fn(h, weight.detach())[0].sum(), (hidden,))
+
+
+def test_batch_std_over_two_ranks_equals_the_whole_batch():
+    """Groups never span ranks; the batch std must come from both ranks' rewards."""
+    rewards = torch.tensor([0.0, 1.0, 1.0, 0.5, 0.3, 0.3, 0.2, 0.25])
+    groups = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    valid = torch.ones(8, dtype=torch.bool)
+    whole = get_advantage("batch_std")(rewards, groups, valid)
+    shards = [(rewards[:4], groups[:4]), (rewards[4:], groups[4:] - 2)]
+    r0, r1 = (rewards[:4].double(), rewards[4:].double())
+    # what the all-reduce of both ranks' (count, sum, sum of squares) returns
+    both = torch.stack([torch.tensor(8.0, dtype=torch.float64), r0.sum() + r1.sum(), (r0 * r0).sum() + (r1 * r1).sum()])
+    per_rank = [get_advantage("batch_std")(r, g, valid[:4], reduce=lambda t: both) for r, g in shards]
+    torch.testing.assert_close(torch.cat(per_rank), whole)
+    alone = get_advantage("batch_std")(rewards[:4], groups[:4], valid[:4])
+    assert not torch.allclose(alone, whole[:4])  # a rank's own std would be wrong

@@ -55,7 +55,10 @@ class RunMetadataCallback(SaveConfigCallback):
     """LightningCLI's config saver (``config.yaml``) plus ``run_metadata.json``."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        log_dir = trainer.log_dir
+        # Not trainer.log_dir: it broadcasts, and this runs on rank zero alone (a
+        # collective on one rank hangs a multi-process run).
+        logger = trainer.logger
+        log_dir = logger.log_dir if logger is not None and getattr(logger, "log_dir", None) else trainer.default_root_dir
         if log_dir is None:
             return
         path = Path(log_dir) / "run_metadata.json"

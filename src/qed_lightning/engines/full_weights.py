@@ -18,7 +18,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["iter_full_weights", "clean_name"]
+__all__ = ["clean_name", "full_weights_for_push", "is_sharded", "iter_full_weights"]
 
 # Wrapper prefixes that FSDP1, activation checkpointing and torch.compile add to names.
 _WRAPPER_PARTS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
@@ -116,3 +116,14 @@ def _own_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         for child_name, child in mod._modules.items():
             if child is not None and not _is_fsdp1(child):
                 stack.append((f"{prefix}{child_name}.", child))
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """True under FSDP1 (wrapped units) or FSDP2 (DTensor parameters)."""
+    return any(_is_fsdp1(m) for m in module.modules()) or any(_is_dtensor(p) for p in module.parameters())
+
+
+def full_weights_for_push(module: nn.Module):
+    """The state dict itself for an unsharded module (a mapping: engines check it is
+    complete before sending anything), else the layer-by-layer stream."""
+    return iter_full_weights(module) if is_sharded(module) else module.state_dict()

@@ -35,7 +35,7 @@ from qed_lightning.contracts import Completion, SamplingSettings  # noqa: E402
 from qed_lightning.engines.weights import check_complete, checkpoint_tensor_names, iter_named, tensor_bytes  # noqa: E402
 from qed_lightning.models import resolve_model_path  # noqa: E402
 
-__all__ = ["VLLMEngine", "to_sampling_params"]
+__all__ = ["VLLMEngine", "set_launcher_env", "to_sampling_params"]
 
 # Every engine started here, kept until the process exits. vLLM's engine shutdown
 # (run when an LLM is garbage-collected) tears down the process-wide parallel state
@@ -43,6 +43,12 @@ __all__ = ["VLLMEngine", "to_sampling_params"]
 # policy's ("pipeline model parallel group is not initialized"). Engines in a run live
 # as long as the run, so holding them costs nothing there.
 _LIVE_ENGINES: list = []
+
+
+def set_launcher_env(global_rank: int, local_rank: int, world_size: int) -> None:
+    """The ranks vLLM's external launcher reads, set from the trainer's own, so the
+    engine of rank r is rank r of the same process group (never a guess of its own)."""
+    os.environ.update(RANK=str(global_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size))
 
 
 def to_sampling_params(s: SamplingSettings, n: int | None = None, seed: int | None = None,
@@ -83,6 +89,11 @@ class VLLMEngine:
         enable_prefix_caching: Reuse the KV of shared prompt prefixes (a group's n samples).
         sleep_mode: Allow ``sleep``/``wake_up`` (CUDA only; None: on when CUDA is available).
         progress: Show vLLM's progress bar (done / total and tokens/s) while generating.
+        external_launcher: One engine per trainer rank (vLLM's ``external_launcher``
+            executor): vLLM joins the process group the trainer's launcher made
+            (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT) instead of starting its own
+            workers, and each rank generates its own prompts. None: on when the
+            default process group has more than one rank.
     """
 
     def __init__(
@@ -98,6 +109,7 @@ class VLLMEngine:
         sleep_mode: bool | None = None,
         revision: str | None = None,
         progress: bool = False,
+        external_launcher: bool | None = None,
     ) -> None:
         self.model_path = resolve_model_path(model)
         self.progress = progress
@@ -112,6 +124,10 @@ class VLLMEngine:
         )
         if kv_cache_memory_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+        if external_launcher is None:
+            external_launcher = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+        if external_launcher:
+            kwargs["distributed_executor_backend"] = "external_launcher"
         if self.on_cuda:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self.sleep_mode)
         else:
@@ -218,9 +234,14 @@ class VLLMEngine:
                 check_complete(named_tensors.keys(), self._expected)
             nbytes, weights = tensor_bytes(named_tensors), iter_named(named_tensors)
         else:
-            nbytes, weights = None, ((n, t.detach()) for n, t in named_tensors)
+            sent: set[str] = set()
+            nbytes, weights = None, ((sent.add(n) or n, t.detach()) for n, t in named_tensors)
         with torch.no_grad():
             self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
+        if nbytes is None and self._expected is not None:
+            # a stream is checked once it has been sent: the engine now holds a mix of
+            # old and new weights, so this is an error the run must stop on
+            check_complete(sent, self._expected)
         self.llm.reset_prefix_cache()
         self.weight_version = version
         seconds = time.perf_counter() - start

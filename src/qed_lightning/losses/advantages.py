@@ -3,6 +3,8 @@
 Every function takes ``rewards`` [N], ``group_ids`` [N] (samples of one prompt share
 an id) and ``valid`` [N] (False for samples left out of the baselines, e.g. failed
 gradings under ``on_failure: mask``) and returns advantages [N] (0 where not valid).
+A keyword ``reduce`` sums a tensor over ranks (identity on one process): groups never
+span ranks, so only batch-level statistics use it.
 """
 from __future__ import annotations
 
@@ -12,8 +14,13 @@ import torch
 
 __all__ = ["ADVANTAGES", "AdvantageFn", "get_advantage", "zero_advantage_groups"]
 
-AdvantageFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+AdvantageFn = Callable[..., torch.Tensor]
+Reduce = Callable[[torch.Tensor], torch.Tensor]
 EPS = 1e-6
+
+
+def _no_reduce(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def _group_stats(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor):
@@ -28,27 +35,33 @@ def _group_stats(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Te
     return mean[group_ids], std[group_ids], count[group_ids]  # each [N]
 
 
-def group_mean(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def group_mean(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor,
+               reduce: Reduce = _no_reduce) -> torch.Tensor:
     """A = R - mean of the group (QED-Nano: no division by the std)."""
     mean, _, _ = _group_stats(rewards, group_ids, valid)
     return torch.where(valid, rewards - mean, 0.0)
 
 
-def group_std(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def group_std(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor,
+              reduce: Reduce = _no_reduce) -> torch.Tensor:
     """A = (R - group mean) / (group std + eps) (the original GRPO)."""
     mean, std, _ = _group_stats(rewards, group_ids, valid)
     return torch.where(valid, (rewards - mean) / (std + EPS), 0.0)
 
 
-def batch_std(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """A = (R - group mean) / (std of the whole batch's rewards + eps). Under DDP the
-    batch std must come from all ranks (the multi-GPU issue reduces it)."""
+def batch_std(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor,
+              reduce: Reduce = _no_reduce) -> torch.Tensor:
+    """A = (R - group mean) / (std of the whole step's valid rewards, all ranks + eps)."""
     mean, _, _ = _group_stats(rewards, group_ids, valid)
-    std = rewards[valid].std(unbiased=False) if valid.any() else rewards.new_zeros(())
+    r = rewards[valid].double()  # [V]; double: the moments are summed over ranks
+    count, total, sq = reduce(torch.stack([r.new_tensor(float(r.numel())), r.sum(), (r * r).sum()]))  # [3]
+    var = (sq / count.clamp_min(1) - (total / count.clamp_min(1)) ** 2).clamp_min(0)
+    std = var.sqrt().to(rewards.dtype)
     return torch.where(valid, (rewards - mean) / (std + EPS), 0.0)
 
 
-def rloo(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def rloo(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor,
+         reduce: Reduce = _no_reduce) -> torch.Tensor:
     """Leave-one-out: A_i = R_i - mean of the *other* valid samples of the group
     = G / (G - 1) * (R_i - group mean); 0 for a group of one."""
     mean, _, count = _group_stats(rewards, group_ids, valid)

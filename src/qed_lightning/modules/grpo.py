@@ -18,13 +18,16 @@ import torch
 
 from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegistry, RNGState
 from qed_lightning.contracts import SamplingSettings
+from qed_lightning.engines.full_weights import full_weights_for_push
 from qed_lightning.judging.base import BaseJudge
 from qed_lightning.judging.client import CompletionClient
 from qed_lightning.losses.advantages import get_advantage, zero_advantage_groups
 from qed_lightning.losses.policy import StepNorms, get_policy_loss
 from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
 from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
+from qed_lightning.modules.collective_steps import backward_sync, clip_grad_norm, micro_batch_count, zero_loss
 from qed_lightning.modules.rl_metrics import step_metrics
+from qed_lightning.modules.sharding import shard_model
 from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
 from qed_lightning.optim import build_optimizer, build_scheduler
 from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, ReasoningCacheSettings
@@ -172,12 +175,13 @@ class GRPOModule(pl.LightningModule):
         if hp.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
-        self.policy = policy.train()
+        self.policy = shard_model(policy.train(), self.device_mesh)
         if hp.kl_coef > 0:
             ref_name = hp.reference_model or hp.model
             reference = load_policy(ref_name, hp.revision if hp.reference_model is None else None, hp.dtype)
             reference.config.use_cache = False
-            self.reference = reference.eval().requires_grad_(False)
+            # sharded like the policy: under FSDP each rank holds a shard of it too
+            self.reference = shard_model(reference.eval().requires_grad_(False), self.device_mesh)
 
     def setup(self, stage: str) -> None:
         # Before configure_optimizers: on CUDA the engine takes its memory first.
@@ -185,22 +189,33 @@ class GRPOModule(pl.LightningModule):
             return
         hp, eng = self.hparams, self.engine_settings
         if eng.backend == "vllm":
-            from qed_lightning.engines.vllm_engine import VLLMEngine
+            from qed_lightning.engines.vllm_engine import VLLMEngine, set_launcher_env
 
+            if self.trainer.world_size > 1:
+                set_launcher_env(self.global_rank, self.local_rank, self.trainer.world_size)
             self.engine = VLLMEngine(self.model_path, dtype=eng.dtype or hp.dtype, max_model_len=eng.max_model_len,
                                      gpu_memory_utilization=eng.gpu_memory_utilization,
                                      kv_cache_memory_bytes=eng.kv_cache_memory_bytes,
                                      tensor_parallel_size=eng.tensor_parallel_size, seed=hp.seed,
                                      progress=eng.progress)
+        elif eng.backend == "served":
+            from qed_lightning.engines.served_engine import ServedEngine
+
+            weights_dir = eng.weights_dir or str(Path(self.trainer.default_root_dir) / "served_weights")
+            self.engine = ServedEngine(eng.base_urls, model=eng.served_model, weights_dir=weights_dir,
+                                       model_dir=self.model_path if Path(self.model_path).is_dir() else None,
+                                       max_model_len=eng.max_model_len, timeout_s=eng.request_timeout_s,
+                                       sync_timeout_s=eng.sync_timeout_s)
         elif eng.backend == "hf":
             from qed_lightning.engines.hf_engine import HFEngine
 
             self.engine = HFEngine(self.model_path, dtype=eng.dtype or hp.dtype)
         else:
-            raise ValueError(f"engine.backend must be 'vllm' or 'hf', got {eng.backend!r}")
+            raise ValueError(f"engine.backend must be 'vllm', 'served' or 'hf', got {eng.backend!r}")
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         rec = self.record_settings
-        recorder = RolloutRecorder(log_dir / "rollouts", rec.every_n_steps, rec.max_groups, rec.max_chars)
+        recorder = RolloutRecorder(log_dir / "rollouts", rec.every_n_steps, rec.max_groups, rec.max_chars,
+                                   rank=self.global_rank if self.trainer.world_size > 1 else None)
         self.producer = RolloutProducer(self.engine, self.judge, self.tokenizer, self.sampling, hp.prompt_template,
                                         hp.seed, hp.on_long_prompt, recorder)
         if self.rc_settings is not None:
@@ -223,14 +238,32 @@ class GRPOModule(pl.LightningModule):
         self._push_weights()
 
     def _push_weights(self) -> None:
+        """Every rank's engine gets the full weights of this step. Under FSDP they are
+        gathered one unit at a time (every rank takes part in each gather); a served
+        engine is shared by all ranks, so rank 0 pushes once and the others wait."""
         self.engine.wake_up(["weights"])
-        self.engine.load_weights(self.policy.state_dict(), version=self.global_step)
+        weights = full_weights_for_push(self.policy)
+        if getattr(self.engine, "shared_by_ranks", False) and self.trainer.world_size > 1:
+            if self.global_rank == 0:
+                self.engine.load_weights(weights, version=self.global_step)
+            else:
+                for _ in weights:  # the FSDP gathers are collectives: take part, keep nothing
+                    pass
+            self.trainer.strategy.barrier("qed_weight_push")
+        else:
+            self.engine.load_weights(weights, version=self.global_step)
         self.engine.wake_up(["kv_cache"])
 
     # ------------------------------------------------------------------ step
 
     def _sum(self, value: float) -> float:
-        return float(self.trainer.strategy.reduce(torch.tensor(float(value), device=self.device), reduce_op="sum"))
+        return float(self._sum_tensor(torch.tensor(float(value))))
+
+    def _sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (identity on one process)."""
+        if self.trainer.world_size == 1:
+            return t
+        return self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum").to(t.device)
 
     def training_step(self, batch: ProblemBatch, batch_idx: int):
         hp = self.hparams
@@ -240,7 +273,7 @@ class GRPOModule(pl.LightningModule):
         t_rollout = time.perf_counter() - t0
 
         valid = rollouts.reward_mask
-        adv = self.advantage_fn(rollouts.rewards, rollouts.group_ids, valid)  # [N]
+        adv = self.advantage_fn(rollouts.rewards, rollouts.group_ids, valid, reduce=self._sum_tensor)  # [N]
         keep = valid.clone()
         if hp.overlong_filtering:
             keep &= ~rollouts.truncated
@@ -250,23 +283,19 @@ class GRPOModule(pl.LightningModule):
         norms = StepNorms(samples=int(self._sum(rollouts.num_samples)), tokens=int(self._sum(seq_lengths.sum())),
                           max_tokens=self.sampling.max_tokens, seq_lengths=seq_lengths,
                           world_size=self.trainer.world_size)
-        learnable = bool(((adv != 0) & keep).any())
+        # Any rank with something to learn makes the step learnable on every rank.
+        learnable = self.trainer.strategy.reduce_boolean_decision(bool(((adv != 0) & keep).any()), all=False)
 
         t1 = time.perf_counter()
         opt, sched = self.optimizers(), self.lr_schedulers()
         totals = {"loss": 0.0, "token_count": 0.0, "clip_count": 0.0, "entropy_sum": 0.0, "ratio_sum": 0.0,
                   "kl_sum": 0.0, "gap_sum": 0.0, "gap_max": 0.0}
         if learnable:
-            for mb in pack_rollouts(rollouts, adv, keep, hp.micro_batch_tokens, self.producer.pad_id):
-                loss, metrics, gap = self._micro_loss(mb, norms)
-                self.manual_backward(loss)
-                totals["loss"] += float(loss.detach())
-                for k in ("token_count", "clip_count", "entropy_sum", "ratio_sum", "kl_sum"):
-                    totals[k] += float(metrics[k])
-                totals["gap_sum"] += float(gap.sum())
-                totals["gap_max"] = max(totals["gap_max"], float(gap.max()) if gap.numel() else 0.0)
+            micro_batches = pack_rollouts(rollouts, adv, keep, hp.micro_batch_tokens, self.producer.pad_id)
+            self._accumulate(micro_batches, norms, totals)
+        totals = self._reduce_totals(totals)
         max_norm = hp.max_grad_norm if hp.max_grad_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm) if learnable else torch.tensor(0.0)
+        grad_norm = clip_grad_norm(self.policy, max_norm) if learnable else torch.tensor(0.0)
         ok = learnable and bool(torch.isfinite(grad_norm)) and torch.isfinite(torch.tensor(totals["loss"]))
         # Collective: every rank skips together, or none does (no DDP hang).
         ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
@@ -286,6 +315,38 @@ class GRPOModule(pl.LightningModule):
         t_sync = time.perf_counter() - t2
         self._log_step(rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
                        {"rollout": t_rollout, "train": t_train, "sync": t_sync})
+
+    def _accumulate(self, micro_batches: list, norms: StepNorms, totals: dict) -> None:
+        """Backward every micro-batch of the step (the same count on every rank, see
+        ``collective_steps``), adding their sums into ``totals``."""
+        strategy = self.trainer.strategy
+        count = micro_batch_count(strategy, len(micro_batches), self.trainer.world_size, self.device)
+        for i in range(count):
+            with backward_sync(strategy, enabled=i == count - 1):
+                if i >= len(micro_batches):
+                    self.manual_backward(zero_loss(self.policy, self.producer.pad_id, self.device))
+                    continue
+                loss, metrics, gap = self._micro_loss(micro_batches[i], norms)
+                self.manual_backward(loss)
+            totals["loss"] += float(loss.detach())
+            for k in ("token_count", "clip_count", "entropy_sum", "ratio_sum", "kl_sum"):
+                totals[k] += float(metrics[k])
+            totals["gap_sum"] += float(gap.sum())
+            totals["gap_max"] = max(totals["gap_max"], float(gap.max()) if gap.numel() else 0.0)
+
+    def _reduce_totals(self, totals: dict) -> dict:
+        """The step's sums over all ranks; ``loss`` becomes the step's objective (each
+        rank's loss carries the world-size factor DDP's averaging takes out)."""
+        world = self.trainer.world_size
+        if world == 1:
+            return totals
+        keys = [k for k in totals if k != "gap_max"]
+        summed = self._sum_tensor(torch.tensor([totals[k] for k in keys], dtype=torch.float64))
+        out = dict(zip(keys, summed.tolist()))
+        out["loss"] /= world
+        out["gap_max"] = float(self.trainer.strategy.reduce(torch.tensor(totals["gap_max"], device=self.device),
+                                                            reduce_op="max"))
+        return out
 
     def _micro_loss(self, mb, norms: StepNorms):
         mb_inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in mb.model_kwargs().items()}
@@ -346,7 +407,16 @@ class GRPOModule(pl.LightningModule):
         metrics = step_metrics(rollouts, adv, keep, totals, grad_norm, ok, lr, seconds)
         metrics.update(self.producer.last_metrics)
         metrics.update(getattr(self.engine, "last_sync", {}))
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=rollouts.num_samples)
+        # Under DDP each rank holds equal shares of the step (whole groups, same n):
+        # the mean over ranks of a rank's mean is the step's mean; maxima take the max.
+        sync = self.trainer.world_size > 1
+        # Counts add up over ranks.
+        maxima = {k: v for k, v in metrics.items() if k.endswith("_max")}
+        counts = {k: v for k, v in metrics.items() if k in _COUNT_METRICS}
+        means = {k: v for k, v in metrics.items() if k not in maxima and k not in counts}
+        for group, fx in ((means, "mean"), (maxima, "max"), (counts, "sum")):
+            self.log_dict(group, on_step=True, on_epoch=False, batch_size=rollouts.num_samples, sync_dist=sync,
+                          reduce_fx=fx)
         self.log("reward", metrics["reward/mean"], prog_bar=True, logger=False, batch_size=rollouts.num_samples)
 
     # ------------------------------------------------------------------ checkpoints
@@ -364,6 +434,9 @@ class GRPOModule(pl.LightningModule):
         if self.reference is not None and "state_dict" in checkpoint:
             # Runs before the weights load: strict loading finds the reference's own tensors.
             checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+
+
+_COUNT_METRICS = frozenset({"train/kept_samples", "rollout/completion_tokens", "rollout/skipped_long_prompts"})
 
 
 @dataclass

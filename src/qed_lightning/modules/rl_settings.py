@@ -11,7 +11,9 @@ class EngineSettings:
     """The rollout engine.
 
     Args:
-        backend: ``vllm`` (colocated ``VLLMEngine``) or ``hf`` (``HFEngine``: no vLLM, slow).
+        backend: ``vllm`` (colocated ``VLLMEngine``, one per rank), ``hf`` (``HFEngine``: no
+            vLLM, slow) or ``served`` (``ServedEngine``: ``vllm serve`` processes elsewhere,
+            weights pushed through ``weights_dir``).
         dtype: Engine weights dtype; None uses the policy's (keep them equal when the
             trainer/engine log-prob gap matters).
         max_model_len: Longest prompt + completion.
@@ -19,6 +21,11 @@ class EngineSettings:
         gpu_memory_utilization: Share of the GPU for the engine (CUDA).
         tensor_parallel_size: GPUs per engine.
         progress: Show the engine's progress bar.
+        base_urls: ``served``: the servers' roots (``http://host:port``).
+        served_model: ``served``: the name the servers serve the policy under.
+        weights_dir: ``served``: a directory on a filesystem the trainer and every server share.
+        request_timeout_s: ``served``: per generation request.
+        sync_timeout_s: ``served``: per weight reload.
     """
 
     backend: str = "vllm"
@@ -28,6 +35,11 @@ class EngineSettings:
     gpu_memory_utilization: float = 0.3
     tensor_parallel_size: int = 1
     progress: bool = False
+    base_urls: tuple[str, ...] = ()
+    served_model: str = "policy"
+    weights_dir: str | None = None
+    request_timeout_s: float = 3600.0
+    sync_timeout_s: float = 600.0
 
 
 @dataclass

@@ -16,26 +16,36 @@ from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegis
 from qed_lightning.data.steps import StepBatch
 from qed_lightning.losses import liger_available
 from qed_lightning.models import load_policy, load_tokenizer
+from qed_lightning.modules.collective_steps import backward_sync, clip_grad_norm, micro_batch_count, zero_loss
 from qed_lightning.modules.lm_loss import CausalLMWithLoss
+from qed_lightning.modules.sharding import shard_model
 from qed_lightning.optim import build_optimizer, build_scheduler
 
 
 def accumulate_step_gradients(
-    lm: CausalLMWithLoss, batch: StepBatch, *, global_targets: float, world_size: int, backward=None
+    lm: CausalLMWithLoss, batch: StepBatch, *, global_targets: float, world_size: int, backward=None,
+    strategy=None, pad_id: int = 0,
 ) -> torch.Tensor:
     """Backward every micro-batch of one optimizer step; returns this rank's loss sum.
 
     DDP averages gradients over ranks, so each micro-batch's summed loss is scaled by
     ``world_size / global_targets``: the synced gradient is then that of
     sum(all token losses of the step, all ranks) / global_targets, whatever the
-    packing, micro-batching or rank count.
+    packing, micro-batching or rank count. With a ``strategy`` and several ranks,
+    every rank runs the same number of passes (``collective_steps``).
     """
     backward = backward or torch.Tensor.backward
     scale = world_size / max(global_targets, 1.0)
     loss_sum = torch.zeros(())
-    for micro in batch.micro_batches:
-        micro_loss, _ = lm(micro)
-        backward(micro_loss * scale)
+    micro_batches = list(batch.micro_batches)
+    count = micro_batch_count(strategy, len(micro_batches), world_size, loss_sum.device) if strategy else len(micro_batches)
+    for i in range(count):
+        with backward_sync(strategy, enabled=i == count - 1):
+            if i >= len(micro_batches):
+                backward(zero_loss(lm.policy, pad_id, next(lm.parameters()).device))
+                continue
+            micro_loss, _ = lm(micro_batches[i])
+            backward(micro_loss * scale)
         loss_sum = loss_sum.to(micro_loss.device) + micro_loss.detach()
     return loss_sum
 
@@ -110,6 +120,7 @@ class SFTModule(pl.LightningModule):
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
         policy.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
+        shard_model(policy, self.device_mesh)  # FSDP2 under ModelParallelStrategy; else unchanged
         self.lm = CausalLMWithLoss(policy, self.loss_name, hp.loss_chunk_size)
 
     def configure_optimizers(self):
@@ -137,11 +148,10 @@ class SFTModule(pl.LightningModule):
         loss_sum = accumulate_step_gradients(
             self.lm, batch, global_targets=global_targets,
             world_size=self.trainer.world_size, backward=self.manual_backward,
+            strategy=self.trainer.strategy, pad_id=self.tokenizer.pad_token_id or 0,
         )
         max_norm = self.hparams.max_grad_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.lm.parameters(), max_norm if max_norm > 0 else float("inf")
-        )
+        grad_norm = clip_grad_norm(self.lm, max_norm if max_norm > 0 else float("inf"))
         lr = sched.get_last_lr()[0]
         opt.step()
         opt.zero_grad(set_to_none=True)

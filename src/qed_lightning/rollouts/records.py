@@ -19,22 +19,25 @@ class RolloutRecorder:
         every_n_steps: Record steps 0, n, 2n, ... (0 disables recording).
         max_groups: First k groups of a step (None: all).
         max_chars: Cut completion text at m characters (None: whole).
+        rank: This rank under DDP (files ``step_000040.rank1.jsonl``: each rank records
+            its own groups); None on one process.
     """
 
     def __init__(self, directory: str | Path, every_n_steps: int = 1, max_groups: int | None = None,
-                 max_chars: int | None = 4000) -> None:
-        self.directory = Path(directory)
+                 max_chars: int | None = 4000, rank: int | None = None) -> None:
+        self.directory, self.rank = Path(directory), rank
         self.every_n_steps, self.max_groups, self.max_chars = every_n_steps, max_groups, max_chars
 
     def path(self, step: int) -> Path:
-        return self.directory / f"step_{step:06d}.jsonl"
+        tag = "" if self.rank is None else f".rank{self.rank}"
+        return self.directory / f"step_{step:06d}{tag}.jsonl"
 
     def write(self, step: int, batch: RolloutBatch) -> Path | None:
         if not self.every_n_steps or step % self.every_n_steps:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(step)
-        tmp = path.with_suffix(".jsonl.tmp")
+        tmp = path.with_suffix(".tmp")
         with tmp.open("w", encoding="utf-8") as f:
             for i, (c, v) in enumerate(zip(batch.completions, batch.verdicts)):
                 group = int(batch.group_ids[i])

@@ -1,0 +1,49 @@
+"""Micro-batch accumulation that keeps ranks in step.
+
+Ranks pack different numbers of micro-batches (sequence lengths differ), but under
+FSDP every forward is a collective and under DDP every synced backward is one: a rank
+that runs one micro-batch fewer than another hangs the job. So every rank runs the
+same count, padding with zero-loss passes through the whole model, and DDP syncs the
+gradients once, with the last micro-batch, instead of after every one.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+__all__ = ["backward_sync", "clip_grad_norm", "micro_batch_count", "zero_loss"]
+
+
+def micro_batch_count(strategy, local: int, world_size: int, device) -> int:
+    """The largest micro-batch count of any rank (``local`` on one process)."""
+    if world_size == 1:
+        return local
+    return int(strategy.reduce(torch.tensor(local, device=device), reduce_op="max"))
+
+
+@contextmanager
+def backward_sync(strategy, enabled: bool):
+    """DDP: no gradient all-reduce in the backward run inside unless ``enabled``; the
+    gradients accumulate locally and go out with the next synced backward."""
+    if enabled or strategy is None or not hasattr(strategy, "block_backward_sync"):
+        yield
+    else:
+        with strategy.block_backward_sync():
+            yield
+
+
+def zero_loss(model: nn.Module, token_id: int, device) -> torch.Tensor:
+    """A pass through the whole causal LM on one token whose loss is 0: the rank takes
+    part in the step's collectives and adds nothing to the gradients."""
+    ids = torch.tensor([[token_id]], device=device)
+    hidden = model.base_model(input_ids=ids).last_hidden_state  # [1, 1, H]
+    return (hidden[0] @ model.get_output_embeddings().weight.T).sum() * 0.0  # scalar
+
+
+def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Clips the global gradient norm and returns it (a plain tensor: under FSDP2 the
+    gradients are DTensors and so is their norm, which is reduced over the shards)."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
