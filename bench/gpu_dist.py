@@ -1,0 +1,162 @@
+"""Multi-process checks for a GPU machine (part of the GPU check; see bench/README.md).
+
+Part ``gather`` (runs on 1..N GPUs, or on CPU with gloo for a smoke run): a
+Qwen3-4B-shaped model (random init, bf16) sharded with FSDP2 (one unit per decoder
+layer), then its full weights delivered to an "engine" (a preallocated copy of every
+tensor on the device, as a colocated vLLM holds) two ways:
+
+* ``layerwise``: ``qed_lightning.engines.full_weights.iter_full_weights`` (one
+  parameter gathered at a time, copied, freed);
+* ``full``: ``torch.distributed.checkpoint.state_dict.get_model_state_dict`` with
+  ``full_state_dict=True`` (everything gathered first, then copied).
+
+Per variant: seconds, and the peak device memory above the sharded model plus the
+engine copy (what the push itself costs). Target: layerwise extra memory around one
+layer's weights, full extra memory around the whole model's.
+
+Part ``rl`` (needs CUDA vLLM on every GPU; written, not run on the machines this
+project has been lent, whose image has no vLLM): ``qed fit`` of the tiny model's RL
+demo with ``--trainer.devices=<GPUs> --trainer.strategy=ddp``, one colocated engine per
+rank; passes when the run ends and every rank recorded its rollouts.
+
+Run: ``torchrun --nproc_per_node=<GPUs> bench/gpu_dist.py gather`` (CPU smoke:
+``torchrun --nproc_per_node=2 bench/gpu_dist.py gather --cpu --layers 2 --hidden 256
+--intermediate 512 --vocab 1024``); ``python bench/gpu_dist.py rl --gpus 2``.
+Writes ``<out>/gpu_dist_<part>.json`` from rank 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+GIB = 1024**3
+
+
+def build_model(args, device):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
+                      num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                      head_dim=args.head_dim, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(cfg)
+    model = model.to_empty(device=device).to(torch.bfloat16)
+    for p in model.parameters():
+        p.data.normal_(0, 0.02)
+    return model
+
+
+def gather(args) -> dict:
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from qed_lightning.engines.full_weights import iter_full_weights
+    from qed_lightning.modules.sharding import shard_model
+
+    cpu = args.cpu or not torch.cuda.is_available()
+    dist.init_process_group("gloo" if cpu else "nccl")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cpu") if cpu else torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if not cpu:
+        torch.cuda.set_device(device)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(device.type, (world,), mesh_dim_names=("data_parallel",))
+    model = shard_model(build_model(args, device), mesh)
+    names = {n: p.shape for n, p in model.named_parameters()}
+    engine = {n: torch.empty(shape, dtype=torch.bfloat16, device=device) for n, shape in names.items()}
+    model_bytes = sum(t.numel() * t.element_size() for t in engine.values())
+    layer_bytes = sum(p.numel() * 2 for n, p in model.named_parameters() if n.startswith("model.layers.0."))
+
+    def push_layerwise():
+        for name, tensor in iter_full_weights(model, include_buffers=False):
+            if name in engine:
+                engine[name].copy_(tensor)
+
+    def push_full():
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        for name, tensor in full.items():
+            if name in engine:
+                engine[name].copy_(tensor)
+        del full
+
+    results = {}
+    for label, fn in (("layerwise", push_layerwise), ("full", push_full)) * 2:  # second round is the measured one
+        if not cpu:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        dist.barrier()
+        start = time.perf_counter()
+        fn()
+        if not cpu:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        extra = (torch.cuda.max_memory_allocated() - base) / GIB if not cpu else None
+        results[label] = {"seconds": seconds, "extra_peak_gib": extra}
+    reference = dict(iter_full_weights(model, include_buffers=False))
+    exact = all(torch.equal(engine[n], reference[n]) for n in engine if n in reference)
+    out = {"world": world, "device": "cpu" if cpu else torch.cuda.get_device_name(device),
+           "model_gib": model_bytes / GIB, "layer_gib": layer_bytes / GIB, "engine_copy_exact": exact, **results}
+    dist.barrier()
+    dist.destroy_process_group()
+    return out if rank == 0 else {}
+
+
+def rl(args) -> dict:
+    """The colocated multi-GPU RL step: the tiny model's RL demo on every GPU."""
+    from qed_lightning import tiny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = tiny.tiny_model_dir(tmp, template="qwen3")
+        cmd = [sys.executable, "-m", "qed_lightning", "fit", "--config", "configs/demo/rl.yaml",
+               f"--model.model={model_dir}", "--model.judge=qed_lightning.judging.RuleJudge",
+               "--model.judge.rule=qed_lightning.judging.rules:contains_letter_e", "--model.judge.answer_mode=whole",
+               "--model.engine.max_model_len=512", "--model.engine.gpu_memory_utilization=0.2",
+               "--model.sampling.max_tokens=32", f"--data.prompts_per_step={2 * args.gpus}",
+               "--trainer.max_steps=2", "--trainer.accelerator=gpu", f"--trainer.devices={args.gpus}",
+               "--trainer.strategy=ddp", f"--trainer.default_root_dir={tmp}",
+               f"--trainer.logger.init_args.save_dir={tmp}", "--trainer.logger.init_args.version=run",
+               "--export.enabled=false"]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        records = sorted(p.name for p in (Path(tmp) / "demo-rl" / "run" / "rollouts").glob("*.jsonl"))
+        return {"gpus": args.gpus, "returncode": proc.returncode, "seconds": time.perf_counter() - start,
+                "rollout_files": records, "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("part", choices=["gather", "rl"])
+    ap.add_argument("--cpu", action="store_true", help="gloo on CPU (smoke run)")
+    ap.add_argument("--gpus", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=36)
+    ap.add_argument("--hidden", type=int, default=2560)
+    ap.add_argument("--intermediate", type=int, default=9728)
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--vocab", type=int, default=151936)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = ap.parse_args()
+    result = gather(args) if args.part == "gather" else rl(args)
+    if result:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / f"gpu_dist_{args.part}.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

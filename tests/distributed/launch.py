@@ -1,0 +1,36 @@
+"""`qed fit` in a subprocess, as a user launches it (Lightning starts the other ranks)."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def qed_fit(args: list[str], root: Path, devices: int, timeout: int = 900) -> None:
+    cmd = [sys.executable, "-m", "qed_lightning", "fit", *args, f"--trainer.devices={devices}",
+           f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}", f"--trainer.default_root_dir={root}",
+           f"--trainer.logger.init_args.save_dir={root}", "--trainer.logger.init_args.version=run",
+           "--export.enabled=false"]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def run_dir(root: Path) -> Path:
+    return next(root.glob("*/run"))
+
+
+def final_weights(root: Path, prefix: str) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(run_dir(root) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return {k: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
+def step_metrics(root: Path, key: str = "train/loss") -> list[dict]:
+    with (run_dir(root) / "metrics.csv").open() as f:
+        return [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f) if r.get(key)]
