@@ -123,7 +123,7 @@ def rl(args) -> dict:
         model_dir = tiny.tiny_model_dir(tmp, template="qwen3")
         cmd = [sys.executable, "-m", "qed_lightning", "fit", "--config", "configs/demo/rl.yaml",
                f"--model.model={model_dir}", "--model.judge=qed_lightning.judging.RuleJudge",
-               "--model.judge.rule=qed_lightning.judging.rules:contains_letter_e", "--model.judge.answer_mode=whole",
+               "--model.judge.rule=qed_lightning.judging.rules:share_of_letter_e", "--model.judge.answer_mode=whole",
                "--model.engine.max_model_len=512", "--model.engine.gpu_memory_utilization=0.2",
                "--model.sampling.max_tokens=32", f"--data.prompts_per_step={2 * args.gpus}",
                "--trainer.max_steps=2", "--trainer.accelerator=gpu", f"--trainer.devices={args.gpus}",

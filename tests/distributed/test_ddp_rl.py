@@ -28,7 +28,7 @@ def _fit(model_dir: Path, root: Path, devices: int, steps: int = 2) -> None:
     qed_fit([
         "--config", "configs/demo/rl.yaml",
         f"--model.model={model_dir}", "--model.judge=qed_lightning.judging.RuleJudge",
-        "--model.judge.rule=tests.distributed.rules:share_of_e", "--model.judge.answer_mode=whole",
+        "--model.judge.rule=qed_lightning.judging.rules:share_of_letter_e", "--model.judge.answer_mode=whole",
         "--model.engine.max_model_len=512", "--model.engine.kv_cache_memory_bytes=33554432",
         "--model.sampling.max_tokens=24", "--model.sampling.n=4", "--model.sampling.temperature=1.0",
         "--model.advantage=batch_std", "--model.lr=0.02", "--model.micro_batch_tokens=256",

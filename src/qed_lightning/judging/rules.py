@@ -28,3 +28,10 @@ def contains_letter_e(problem: Problem, answer: str) -> int:
     demos and notebooks, where the policy is too small to prove anything but a few RL
     steps can move this."""
     return 7 if "e" in answer.lower() else 0
+
+
+def share_of_letter_e(problem: Problem, answer: str) -> int:
+    """0..7 by the share of the letter "e" in the answer (70 x share, capped at 7): a
+    toy reward that varies across a small model's samples, so groups have advantages
+    to learn from (benchmarks, multi-process tests)."""
+    return min(7, round(70 * answer.lower().count("e") / max(len(answer), 1)))
