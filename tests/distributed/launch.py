@@ -12,9 +12,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def qed_fit(args: list[str], root: Path, devices: int, timeout: int = 900) -> None:
+# FSDP2 through Lightning's ModelParallelStrategy, saving one full checkpoint file
+FSDP2 = ["--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy",
+         "--trainer.strategy.data_parallel_size=2", "--trainer.strategy.tensor_parallel_size=1",
+         "--trainer.strategy.save_distributed_checkpoint=false"]
+
+
+def qed_fit(args: list[str], root: Path, devices: int, strategy: str = "ddp", timeout: int = 900) -> None:
+    chosen = ["--trainer.strategy=auto"] if devices == 1 else FSDP2 if strategy == "fsdp2" else ["--trainer.strategy=ddp"]
     cmd = [sys.executable, "-m", "qed_lightning", "fit", *args, f"--trainer.devices={devices}",
-           f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}", f"--trainer.default_root_dir={root}",
+           *chosen, f"--trainer.default_root_dir={root}",
            f"--trainer.logger.init_args.save_dir={root}", "--trainer.logger.init_args.version=run",
            "--export.enabled=false"]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}

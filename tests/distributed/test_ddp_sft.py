@@ -1,4 +1,4 @@
-"""SFT under DDP on CPU: 2 gloo processes on the same global batch as 1 process reach
+"""SFT under DDP and FSDP2 on CPU: 2 gloo processes on the same global batch as 1 process reach
 the same weights. The ranks can pack different numbers of micro-batches (small token
 budget, uneven lengths), which exercises the equal-count padding: without it the
 rank with fewer micro-batches would leave the other waiting in an all-reduce.
@@ -16,19 +16,27 @@ from tests.distributed.launch import final_weights, qed_fit, step_metrics
 pytestmark = pytest.mark.slow
 
 
-def _fit(model_dir, root, devices):
+def _fit(model_dir, root, devices, strategy="ddp"):
     qed_fit([
         "--config", "configs/demo/sft.yaml", f"--model.model={model_dir}", "--model.lr=1e-3",
         "--model.lr_schedule=constant", "--model.warmup_ratio=0", "--data.samples_per_step=8",
         "--data.micro_batch_tokens=600", "--data.max_length=600", "--trainer.max_steps=3",
         "--trainer.enable_progress_bar=false", "--checkpoint.every_n_train_steps=3",
-    ], root, devices)
+    ], root, devices, strategy)
 
 
-def test_two_ranks_fine_tune_like_one_process(tiny_model_dir, tiny_model, tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    _fit(tiny_model_dir, one, 1)
-    _fit(tiny_model_dir, two, 2)
+@pytest.fixture(scope="module")
+def one_process(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("one")
+    _fit(tiny_model_dir, root, 1)
+    return root
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_ranks_fine_tune_like_one_process(strategy, one_process, tiny_model_dir, tiny_model, tmp_path):
+    """``fsdp2``: each decoder layer and the loss module are FSDP2 units (ModelParallelStrategy)."""
+    one, two = one_process, tmp_path / "two"
+    _fit(tiny_model_dir, two, 2, strategy)
     m1, m2 = step_metrics(one), step_metrics(two)
     assert len(m1) == len(m2) == 3
     for key in ("train/loss", "train/target_tokens", "train/grad_norm"):

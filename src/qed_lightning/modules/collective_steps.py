@@ -34,12 +34,14 @@ def backward_sync(strategy, enabled: bool):
             yield
 
 
-def zero_loss(model: nn.Module, token_id: int, device) -> torch.Tensor:
+def zero_loss(model: nn.Module, token_id: int = 0) -> torch.Tensor:
     """A pass through the whole causal LM on one token whose loss is 0: the rank takes
-    part in the step's collectives and adds nothing to the gradients."""
-    ids = torch.tensor([[token_id]], device=device)
+    part in the step's collectives and adds nothing to the gradients. Call it inside
+    the forward of the module FSDP wraps as its root (the LM head's weight is used)."""
+    head = model.get_output_embeddings().weight
+    ids = torch.full((1, 1), token_id, dtype=torch.long, device=head.device)
     hidden = model.base_model(input_ids=ids).last_hidden_state  # [1, 1, H]
-    return (hidden[0] @ model.get_output_embeddings().weight.T).sum() * 0.0  # scalar
+    return (hidden[0] @ head.T).sum() * 0.0  # scalar
 
 
 def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:

@@ -27,7 +27,7 @@ from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
 from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
 from qed_lightning.modules.collective_steps import backward_sync, clip_grad_norm, micro_batch_count, zero_loss
 from qed_lightning.modules.rl_metrics import step_metrics
-from qed_lightning.modules.sharding import shard_model
+from qed_lightning.modules.sharding import RootForward, shard_model
 from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
 from qed_lightning.optim import build_optimizer, build_scheduler
 from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, ReasoningCacheSettings
@@ -175,13 +175,19 @@ class GRPOModule(pl.LightningModule):
         if hp.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
-        self.policy = shard_model(policy.train(), self.device_mesh)
+        self.policy = policy.train()
+        # Not registered as submodules (checkpoint keys stay policy.* / reference.*):
+        # the FSDP2 root units whose forward runs each loss (see modules/sharding.py).
+        self.__dict__["_policy_root"] = RootForward(self.policy)
+        shard_model(self.policy, self.device_mesh, root=self._policy_root)
         if hp.kl_coef > 0:
             ref_name = hp.reference_model or hp.model
             reference = load_policy(ref_name, hp.revision if hp.reference_model is None else None, hp.dtype)
             reference.config.use_cache = False
             # sharded like the policy: under FSDP each rank holds a shard of it too
-            self.reference = shard_model(reference.eval().requires_grad_(False), self.device_mesh)
+            self.reference = reference.eval().requires_grad_(False)
+            self.__dict__["_reference_root"] = RootForward(self.reference)
+            shard_model(self.reference, self.device_mesh, root=self._reference_root)
 
     def setup(self, stage: str) -> None:
         # Before configure_optimizers: on CUDA the engine takes its memory first.
@@ -325,7 +331,7 @@ class GRPOModule(pl.LightningModule):
         for i in range(count):
             with backward_sync(strategy, enabled=i == count - 1):
                 if i >= len(micro_batches):
-                    self.manual_backward(zero_loss(self.policy, self.producer.pad_id, self.device))
+                    self.manual_backward(self._policy_root(zero_loss, self.producer.pad_id))
                     continue
                 loss, metrics, gap = self._micro_loss(micro_batches[i], norms)
                 self.manual_backward(loss)
@@ -352,11 +358,15 @@ class GRPOModule(pl.LightningModule):
     def _micro_loss(self, mb, norms: StepNorms):
         mb_inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in mb.model_kwargs().items()}
         predict_at = mb.predict_at.to(self.device)
-        hidden = self.policy.base_model(**mb_inputs).last_hidden_state  # [1, L, H]
-        hidden = hidden.reshape(-1, hidden.shape[-1])[predict_at]  # [M, H]
         tokens = _Tokens(mb.targets.to(self.device), mb.old_logp.to(self.device), mb.advantages.to(self.device),
                          mb.seq.to(self.device), self._reference_logp(mb_inputs, predict_at, mb.targets))
-        loss, metrics, logp = self._policy_loss(hidden, _head_weight(self.policy), tokens, norms)
+
+        def run(policy):  # inside the root's forward: under FSDP2 the LM head is gathered
+            hidden = policy.base_model(**mb_inputs).last_hidden_state  # [1, L, H]
+            hidden = hidden.reshape(-1, hidden.shape[-1])[predict_at]  # [M, H]
+            return self._policy_loss(hidden, _head_weight(policy), tokens, norms)
+
+        loss, metrics, logp = self._policy_root(run)
         return loss, metrics, (logp.detach() - tokens.engine_logp).abs()
 
     def _old_logp_and_weight(self, trainer_logp, engine_logp):
@@ -398,11 +408,16 @@ class GRPOModule(pl.LightningModule):
     def _reference_logp(self, mb_inputs, predict_at, targets) -> torch.Tensor | None:
         if self.reference is None:
             return None
-        hidden = self.reference.base_model(**mb_inputs).last_hidden_state  # [1, L, H]
-        hidden = hidden.reshape(-1, hidden.shape[-1])[predict_at]  # [M, H]
-        logp, _ = token_logprobs_and_entropy(hidden, _head_weight(self.reference), targets.to(self.device),
-                                             self.sampling.temperature, self.hparams.logprob_chunk_size)
-        return logp
+
+        def run(reference):
+            hidden = reference.base_model(**mb_inputs).last_hidden_state  # [1, L, H]
+            hidden = hidden.reshape(-1, hidden.shape[-1])[predict_at]  # [M, H]
+            logp, _ = token_logprobs_and_entropy(hidden, _head_weight(reference), targets.to(self.device),
+                                                 self.sampling.temperature, self.hparams.logprob_chunk_size)
+            return logp
+
+        with torch.no_grad():
+            return self._reference_root(run)
 
     def _log_step(self, rollouts, adv, keep, totals, grad_norm, ok, lr, seconds) -> None:
         metrics = step_metrics(rollouts, adv, keep, totals, grad_norm, ok, lr, seconds)

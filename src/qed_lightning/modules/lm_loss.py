@@ -13,6 +13,7 @@ from torch import nn
 
 from qed_lightning.data.packing import PackedBatch
 from qed_lightning.losses import get_sft_loss
+from qed_lightning.modules.collective_steps import zero_loss
 
 IGNORE_INDEX = -100
 
@@ -27,8 +28,11 @@ class CausalLMWithLoss(nn.Module):
         self.loss_fn = fn
         self.loss_name = loss
 
-    def forward(self, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (sum of token losses, number of target tokens) for one micro-batch."""
+    def forward(self, batch: PackedBatch | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (sum of token losses, number of target tokens) for one micro-batch;
+        ``None`` runs a zero-loss pass (``collective_steps.zero_loss``) instead."""
+        if batch is None:
+            return zero_loss(self.policy), torch.zeros((), dtype=torch.long)
         hidden = self.policy.base_model(**batch.model_kwargs()).last_hidden_state  # [B, T, H]
         targets = batch.labels[:, 1:]  # [B, T-1]: token t+1 is predicted at position t
         keep = targets != IGNORE_INDEX  # [B, T-1]

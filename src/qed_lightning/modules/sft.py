@@ -16,7 +16,7 @@ from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegis
 from qed_lightning.data.steps import StepBatch
 from qed_lightning.losses import liger_available
 from qed_lightning.models import load_policy, load_tokenizer
-from qed_lightning.modules.collective_steps import backward_sync, clip_grad_norm, micro_batch_count, zero_loss
+from qed_lightning.modules.collective_steps import backward_sync, clip_grad_norm, micro_batch_count
 from qed_lightning.modules.lm_loss import CausalLMWithLoss
 from qed_lightning.modules.sharding import shard_model
 from qed_lightning.optim import build_optimizer, build_scheduler
@@ -24,7 +24,7 @@ from qed_lightning.optim import build_optimizer, build_scheduler
 
 def accumulate_step_gradients(
     lm: CausalLMWithLoss, batch: StepBatch, *, global_targets: float, world_size: int, backward=None,
-    strategy=None, pad_id: int = 0,
+    strategy=None,
 ) -> torch.Tensor:
     """Backward every micro-batch of one optimizer step; returns this rank's loss sum.
 
@@ -38,11 +38,12 @@ def accumulate_step_gradients(
     scale = world_size / max(global_targets, 1.0)
     loss_sum = torch.zeros(())
     micro_batches = list(batch.micro_batches)
-    count = micro_batch_count(strategy, len(micro_batches), world_size, loss_sum.device) if strategy else len(micro_batches)
+    device = next(lm.parameters()).device
+    count = micro_batch_count(strategy, len(micro_batches), world_size, device) if strategy else len(micro_batches)
     for i in range(count):
         with backward_sync(strategy, enabled=i == count - 1):
             if i >= len(micro_batches):
-                backward(zero_loss(lm.policy, pad_id, next(lm.parameters()).device))
+                backward(lm(None)[0])
                 continue
             micro_loss, _ = lm(micro_batches[i])
             backward(micro_loss * scale)
@@ -120,8 +121,8 @@ class SFTModule(pl.LightningModule):
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
         policy.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
-        shard_model(policy, self.device_mesh)  # FSDP2 under ModelParallelStrategy; else unchanged
         self.lm = CausalLMWithLoss(policy, self.loss_name, hp.loss_chunk_size)
+        shard_model(policy, self.device_mesh, root=self.lm)  # FSDP2 under ModelParallelStrategy; else unchanged
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -148,7 +149,7 @@ class SFTModule(pl.LightningModule):
         loss_sum = accumulate_step_gradients(
             self.lm, batch, global_targets=global_targets,
             world_size=self.trainer.world_size, backward=self.manual_backward,
-            strategy=self.trainer.strategy, pad_id=self.tokenizer.pad_token_id or 0,
+            strategy=self.trainer.strategy,
         )
         max_norm = self.hparams.max_grad_norm
         grad_norm = clip_grad_norm(self.lm, max_norm if max_norm > 0 else float("inf"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["shard_model"]
+__all__ = ["RootForward", "shard_model"]
 
 
 def _data_parallel_mesh(mesh):
@@ -23,9 +23,14 @@ def _data_parallel_mesh(mesh):
     return mesh["data_parallel"] if "data_parallel" in names else mesh
 
 
-def shard_model(model: nn.Module, mesh, reshard_after_forward: bool = True) -> nn.Module:
-    """``fully_shard`` each decoder layer, then the whole model, over the mesh's
-    data-parallel dimension. Returns ``model`` (sharded in place)."""
+def shard_model(model: nn.Module, mesh, root: nn.Module | None = None, reshard_after_forward: bool = True) -> nn.Module:
+    """``fully_shard`` each decoder layer of ``model``, then ``root`` (default: the
+    model) over the mesh's data-parallel dimension. Returns ``model``.
+
+    The root unit's parameters (embeddings, final norm, the tied LM head) are gathered
+    only for the duration of the root's ``forward``. The losses use the LM head's weight
+    outside the HF model's own forward, so the root must be a module whose forward
+    contains the whole loss (``CausalLMWithLoss``, ``PolicyLoss``), not the HF model."""
     dp_mesh = _data_parallel_mesh(mesh)
     if dp_mesh is None:
         return model
@@ -36,5 +41,21 @@ def shard_model(model: nn.Module, mesh, reshard_after_forward: bool = True) -> n
         raise NotImplementedError(f"{type(model).__name__}: no model.layers to shard layer by layer")
     for layer in layers:
         fully_shard(layer, mesh=dp_mesh, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, mesh=dp_mesh, reshard_after_forward=reshard_after_forward)
+    fully_shard(root if root is not None else model, mesh=dp_mesh, reshard_after_forward=reshard_after_forward)
     return model
+
+
+class RootForward(nn.Module):
+    """Runs ``fn(policy, ...)`` inside this module's ``forward``.
+
+    As FSDP2's root unit it gathers the parameters outside the decoder layers
+    (embeddings, final norm, the tied LM head) for exactly the duration of the call, so
+    a loss that uses the head's weight outside the HF model's forward sees it whole.
+    Unsharded, it is a plain call."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, fn, *args, **kwargs):
+        return fn(self.policy, *args, **kwargs)
