@@ -18,6 +18,10 @@
     ``qed_nano``, backward, AdamW) with each log-prob pass. Runs before (c), whose Liger
     patch is module-wide.
 
+The multi-process parts (FSDP2 layer-by-layer weight push on 1..N GPUs; RL and SFT
+runs under DDP, FSDP2 and ZeRO-3) need ``torchrun`` or several GPUs and live in
+``bench/gpu_dist.py``; run them after this script when a machine has them.
+
 Made for the GPU image (torch CUDA, transformers, lightning, triton; no liger-kernel,
 no network): ``src/`` is put on ``sys.path`` here, and ``--liger-wheel PATH`` pip-installs
 a carried liger-kernel wheel with ``--no-deps``. Without CUDA it prints

@@ -14,14 +14,16 @@ Per variant: seconds, and the peak device memory above the sharded model plus th
 engine copy (what the push itself costs). Target: layerwise extra memory around one
 layer's weights, full extra memory around the whole model's.
 
-Part ``rl`` (needs CUDA vLLM on every GPU; written, not run on the machines this
-project has been lent, whose image has no vLLM): ``qed fit`` of the tiny model's RL
-demo with ``--trainer.devices=<GPUs> --trainer.strategy=ddp``, one colocated engine per
-rank; passes when the run ends and every rank recorded its rollouts.
+Parts ``rl``, ``rl_fsdp2``, ``sft_fsdp2``, ``sft_zero3`` (N GPUs): a 2-step ``qed fit``
+of the tiny model with ``--trainer.devices=N`` and DDP, FSDP2 (``ModelParallelStrategy``)
+or DeepSpeed ZeRO-3; RL with one colocated CUDA vLLM engine per rank. Each passes when
+the run ends, both steps logged a finite loss and (RL) every rank wrote its rollouts.
+Written, not run: the machines this project has been lent have no vLLM or deepspeed
+in their image, and the session that wrote them had no GPU at all.
 
 Run: ``torchrun --nproc_per_node=<GPUs> bench/gpu_dist.py gather`` (CPU smoke:
 ``torchrun --nproc_per_node=2 bench/gpu_dist.py gather --cpu --layers 2 --hidden 256
---intermediate 512 --vocab 1024``); ``python bench/gpu_dist.py rl --gpus 2``.
+--intermediate 512 --vocab 1024``); ``python bench/gpu_dist.py rl --gpus 2`` (likewise ``rl_fsdp2``, ``sft_fsdp2``, ``sft_zero3``).
 Writes ``<out>/gpu_dist_<part>.json`` from rank 0.
 """
 from __future__ import annotations
@@ -115,31 +117,63 @@ def gather(args) -> dict:
     return out if rank == 0 else {}
 
 
-def rl(args) -> dict:
-    """The colocated multi-GPU RL step: the tiny model's RL demo on every GPU."""
+RUNS = {
+    # part: (config, extra args, strategy args). The tiny model keeps every run to seconds.
+    "rl": ("configs/demo/rl.yaml", ["--model.judge=qed_lightning.judging.RuleJudge",
+                                    "--model.judge.rule=qed_lightning.judging.rules:share_of_letter_e",
+                                    "--model.judge.answer_mode=whole", "--model.engine.max_model_len=512",
+                                    "--model.engine.gpu_memory_utilization=0.2", "--model.sampling.max_tokens=32"],
+           ["--trainer.strategy=ddp"]),
+    "rl_fsdp2": ("configs/demo/rl.yaml", ["--model.judge=qed_lightning.judging.RuleJudge",
+                                          "--model.judge.rule=qed_lightning.judging.rules:share_of_letter_e",
+                                          "--model.judge.answer_mode=whole", "--model.engine.max_model_len=512",
+                                          "--model.engine.gpu_memory_utilization=0.2",
+                                          "--model.sampling.max_tokens=32"], "FSDP2"),
+    "sft_fsdp2": ("configs/demo/sft.yaml", ["--data.samples_per_step=8"], "FSDP2"),
+    "sft_zero3": ("configs/demo/sft.yaml", ["--data.samples_per_step=8", "--trainer.precision=bf16-mixed"],
+                  ["--trainer.strategy=deepspeed_stage_3"]),
+}
+
+
+def qed_fit_on_gpus(args) -> dict:
+    """A short ``qed fit`` of the tiny model on every GPU with the part's strategy;
+    passes when the run ends, every step logged a finite loss, and (RL) every rank
+    wrote its rollout records. Colocated RL needs CUDA vLLM; ZeRO-3 needs deepspeed."""
+    import csv
+    import math
+
     from qed_lightning import tiny
 
+    config, extra, strategy = RUNS[args.part]
+    if strategy == "FSDP2":
+        strategy = ["--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy",
+                    f"--trainer.strategy.data_parallel_size={args.gpus}", "--trainer.strategy.tensor_parallel_size=1",
+                    "--trainer.strategy.save_distributed_checkpoint=false"]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = tiny.tiny_model_dir(tmp, template="qwen3")
-        cmd = [sys.executable, "-m", "qed_lightning", "fit", "--config", "configs/demo/rl.yaml",
-               f"--model.model={model_dir}", "--model.judge=qed_lightning.judging.RuleJudge",
-               "--model.judge.rule=qed_lightning.judging.rules:share_of_letter_e", "--model.judge.answer_mode=whole",
-               "--model.engine.max_model_len=512", "--model.engine.gpu_memory_utilization=0.2",
-               "--model.sampling.max_tokens=32", f"--data.prompts_per_step={2 * args.gpus}",
-               "--trainer.max_steps=2", "--trainer.accelerator=gpu", f"--trainer.devices={args.gpus}",
-               "--trainer.strategy=ddp", f"--trainer.default_root_dir={tmp}",
-               f"--trainer.logger.init_args.save_dir={tmp}", "--trainer.logger.init_args.version=run",
-               "--export.enabled=false"]
+        cmd = [sys.executable, "-m", "qed_lightning", "fit", "--config", config, f"--model.model={model_dir}", *extra,
+               f"--data.prompts_per_step={2 * args.gpus}" if "rl" in args.part else "--data.max_length=1024",
+               "--trainer.max_steps=2", "--trainer.accelerator=gpu", f"--trainer.devices={args.gpus}", *strategy,
+               f"--trainer.default_root_dir={tmp}", f"--trainer.logger.init_args.save_dir={tmp}",
+               "--trainer.logger.init_args.version=run", "--export.enabled=false"]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        records = sorted(p.name for p in (Path(tmp) / "demo-rl" / "run" / "rollouts").glob("*.jsonl"))
-        return {"gpus": args.gpus, "returncode": proc.returncode, "seconds": time.perf_counter() - start,
-                "rollout_files": records, "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""}
+        runs = list(Path(tmp).glob("*/run"))
+        losses, records = [], []
+        if runs:
+            with (runs[0] / "metrics.csv").open() as f:
+                losses = [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+            records = sorted(p.name for p in (runs[0] / "rollouts").glob("*.jsonl"))
+        ok = (proc.returncode == 0 and len(losses) == 2 and all(math.isfinite(x) for x in losses)
+              and ("rl" not in args.part or len(records) == 2 * args.gpus))
+        return {"part": args.part, "gpus": args.gpus, "ok": ok, "returncode": proc.returncode,
+                "seconds": time.perf_counter() - start, "losses": losses, "rollout_files": records,
+                "stderr_tail": "" if ok else proc.stderr[-3000:]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("part", choices=["gather", "rl"])
+    ap.add_argument("part", choices=["gather", *RUNS])
     ap.add_argument("--cpu", action="store_true", help="gloo on CPU (smoke run)")
     ap.add_argument("--gpus", type=int, default=2)
     ap.add_argument("--layers", type=int, default=36)
@@ -151,7 +185,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=151936)
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = ap.parse_args()
-    result = gather(args) if args.part == "gather" else rl(args)
+    result = gather(args) if args.part == "gather" else qed_fit_on_gpus(args)
     if result:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / f"gpu_dist_{args.part}.json").write_text(json.dumps(result, indent=2))
