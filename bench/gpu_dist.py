@@ -12,7 +12,19 @@ tensor on the device, as a colocated vLLM holds) two ways:
 
 Per variant: seconds, and the peak device memory above the sharded model plus the
 engine copy (what the push itself costs). Target: layerwise extra memory around one
-layer's weights, full extra memory around the whole model's.
+layer's weights, full extra memory around the whole model's. The floor of the
+layerwise figure is the largest single tensor (reported as ``largest_tensor``; for
+this tied-embedding model the embedding, larger than a decoder layer), since
+``iter_full_weights`` gathers one parameter at a time.
+
+Exactness: the weights are a deterministic hash of (tensor name, element index), so
+the reference for any rows of any tensor can be recomputed on the spot. The
+first (warm-up) round of each variant checks every tensor as it is copied into the
+engine, against that recomputed reference in row chunks, and records its max abs
+difference; nothing is kept, so checking adds no copy of the weights (peak stays
+at one gathered tensor plus one chunk). The second round is the measured one and is
+not slowed by checks. ``engine_copy_exact`` is true when every engine tensor was
+delivered and equal on every rank in both variants; ``check`` has the details.
 
 Parts ``rl``, ``rl_fsdp2``, ``sft_fsdp2``, ``sft_zero3`` (N GPUs): a 2-step ``qed fit``
 of the tiny model with ``--trainer.devices=N`` and DDP, FSDP2 (``ModelParallelStrategy``)
@@ -42,6 +54,48 @@ sys.path.insert(0, str(REPO / "src"))
 GIB = 1024**3
 
 
+# Row-chunk size (elements) for filling and checking weights: bounds the temporaries
+# of the hash (a few int64 tensors of this size) far below one gathered tensor.
+CHUNK_ELEMS = 1 << 22
+_MASK32 = 0xFFFFFFFF
+
+
+def _seed(name: str) -> int:
+    import zlib
+
+    return zlib.crc32(name.encode())  # not hash(): that is salted per process
+
+
+def expected_rows(name: str, shape, row0: int, row1: int, device):
+    """Rows ``[row0, row1)`` of tensor ``name`` as built by :func:`build_model`: a
+    32-bit integer hash of the flat element index, mapped to n/4096 with n in
+    [-128, 127] (exact in bf16). Integer arithmetic only, kept below 2**63, so the
+    same rows come out bit for bit whether computed at build time or at check time,
+    in any chunking."""
+    import torch
+
+    row = 1
+    for d in shape[1:]:
+        row *= d
+    h = torch.arange(row0 * row, row1 * row, dtype=torch.int64, device=device)
+    h.mul_(0x9E3779B1).add_(_seed(name)).bitwise_and_(_MASK32)  # index < 2**31: no overflow
+    h.bitwise_xor_(h >> 16).mul_(0x045D9F3B).bitwise_and_(_MASK32)
+    h.bitwise_xor_(h >> 16).mul_(0x045D9F3B).bitwise_and_(_MASK32)
+    h.bitwise_xor_(h >> 16)
+    out = (h.bitwise_and_(255).sub_(128)).to(torch.bfloat16).div_(4096)
+    return out.view(row1 - row0, *shape[1:])
+
+
+def _row_chunks(shape):
+    """``(row0, row1)`` spans of about CHUNK_ELEMS elements over dim 0."""
+    row = 1
+    for d in shape[1:]:
+        row *= d
+    step = max(1, CHUNK_ELEMS // max(row, 1))
+    rows = shape[0] if len(shape) else 1
+    return [(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
 def build_model(args, device):
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -49,12 +103,14 @@ def build_model(args, device):
     cfg = Qwen3Config(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
                       num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
                       head_dim=args.head_dim, tie_word_embeddings=True)
-    torch.manual_seed(0)
     with torch.device("meta"):
         model = Qwen3ForCausalLM(cfg)
     model = model.to_empty(device=device).to(torch.bfloat16)
-    for p in model.parameters():
-        p.data.normal_(0, 0.02)
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # a tied parameter is filled once, under its first name
+            assert p.numel() < 2**31 and p.dim() >= 1, (name, p.shape)
+            for r0, r1 in _row_chunks(p.shape):
+                p[r0:r1].copy_(expected_rows(name, p.shape, r0, r1, device))
     return model
 
 
@@ -76,42 +132,85 @@ def gather(args) -> dict:
 
     mesh = init_device_mesh(device.type, (world,), mesh_dim_names=("data_parallel",))
     model = shard_model(build_model(args, device), mesh)
-    names = {n: p.shape for n, p in model.named_parameters()}
+    names = {n: p.shape for n, p in model.named_parameters()}  # tied head deduplicated: one engine tensor
     engine = {n: torch.empty(shape, dtype=torch.bfloat16, device=device) for n, shape in names.items()}
     model_bytes = sum(t.numel() * t.element_size() for t in engine.values())
     layer_bytes = sum(p.numel() * 2 for n, p in model.named_parameters() if n.startswith("model.layers.0."))
+    # one parameter at a time is gathered, so the layerwise push needs at least the
+    # largest single tensor on top of the engine copy, whatever the layer size
+    largest = max(names, key=lambda n: names[n].numel())
+    largest_bytes = names[largest].numel() * 2
+    index = {n: i for i, n in enumerate(names)}
 
-    def push_layerwise():
+    class Check:
+        """Per-tensor exactness of one push: max |engine - reference| per name, kept on
+        the device (one sync at the end); a name never delivered stays at inf."""
+
+        def __init__(self):
+            self.diff = torch.full((len(index),), float("inf"), device=device)
+
+        def __call__(self, name: str, delivered) -> None:
+            worst = torch.zeros((), device=device)
+            for r0, r1 in _row_chunks(delivered.shape):
+                ref = expected_rows(name, names[name], r0, r1, device)
+                d = (delivered[r0:r1].float() - ref.float()).abs().max()
+                worst = torch.maximum(worst, torch.nan_to_num(d, nan=float("inf")))
+                del ref, d
+            self.diff[index[name]] = worst
+
+        def summary(self) -> dict:
+            # every rank holds its own engine copy: the worst over ranks counts
+            dist.all_reduce(self.diff, op=dist.ReduceOp.MAX)
+            per_tensor = dict(zip(index, self.diff.tolist()))
+            bad = {n: d for n, d in per_tensor.items() if d != 0.0}
+            return {"tensors": len(per_tensor), "exact": not bad, "max_abs_diff": max(per_tensor.values()),
+                    "mismatched": dict(list(bad.items())[:16]), "mismatched_count": len(bad)}
+
+    def push_layerwise(check=None):
         for name, tensor in iter_full_weights(model, include_buffers=False):
-            if name in engine:
+            if name in engine:  # the tied lm_head.weight arrives too; the engine holds it as the embedding
                 engine[name].copy_(tensor)
+                if check is not None:  # checked as it arrives, before the next gather frees it
+                    check(name, engine[name])
 
-    def push_full():
+    def push_full(check=None):
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
         for name, tensor in full.items():
             if name in engine:
                 engine[name].copy_(tensor)
+                if check is not None:
+                    check(name, engine[name])
         del full
 
-    results = {}
-    for label, fn in (("layerwise", push_layerwise), ("full", push_full)) * 2:  # second round is the measured one
-        if not cpu:
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        dist.barrier()
-        start = time.perf_counter()
-        fn()
-        if not cpu:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        extra = (torch.cuda.max_memory_allocated() - base) / GIB if not cpu else None
-        results[label] = {"seconds": seconds, "extra_peak_gib": extra}
-    reference = dict(iter_full_weights(model, include_buffers=False))
-    exact = all(torch.equal(engine[n], reference[n]) for n in engine if n in reference)
+    results, checks = {}, {}
+    for round_ in (0, 1):  # round 0 warms up and checks exactness; round 1 is the measured one
+        for label, fn in (("layerwise", push_layerwise), ("full", push_full)):
+            for t in engine.values():  # a push must fill the engine itself, not inherit the previous one
+                t.zero_()
+            check = Check() if round_ == 0 else None
+            if not cpu:
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            dist.barrier()
+            start = time.perf_counter()
+            fn(check)
+            if not cpu:
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            extra = (torch.cuda.max_memory_allocated() - base) / GIB if not cpu else None
+            if check is not None:
+                # the checked push's own peak: one gathered tensor plus a chunk's temporaries
+                checks[label] = {**check.summary(), "extra_peak_gib": extra}
+                del check
+            else:
+                results[label] = {"seconds": seconds, "extra_peak_gib": extra}
+    exact = all(c["exact"] for c in checks.values())
     out = {"world": world, "device": "cpu" if cpu else torch.cuda.get_device_name(device),
-           "model_gib": model_bytes / GIB, "layer_gib": layer_bytes / GIB, "engine_copy_exact": exact, **results}
+           "model_gib": model_bytes / GIB, "layer_gib": layer_bytes / GIB,
+           "largest_tensor": {"name": largest, "gib": largest_bytes / GIB},
+           "engine_copy_exact": exact, "check": checks, **results}
     dist.barrier()
     dist.destroy_process_group()
     return out if rank == 0 else {}

@@ -35,22 +35,47 @@ def _is_fsdp1(module: nn.Module) -> bool:
     return isinstance(module, FullyShardedDataParallel)
 
 
+# The decorator form (not a ``with`` inside the body) matters for a generator: torch
+# enters no_grad only while the generator's own code runs and restores the caller's
+# mode at every yield, so the consumer between items keeps its own grad mode. No
+# gather for a push needs autograd: under no_grad ``full_tensor()`` records no graph.
+@torch.no_grad()
 def iter_full_weights(module: nn.Module, include_buffers: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
     """Yields ``(checkpoint name, full tensor)`` for every parameter (and persistent
-    buffer) of ``module``; tied parameters are yielded under each of their names, so
-    a push carries the LM head even when it shares the embedding's storage.
+    buffer) of ``module``. A tied parameter (one object under several names, e.g.
+    ``lm_head.weight`` and ``model.embed_tokens.weight``) is gathered once and yielded
+    under each of its names in a row, all sharing that one tensor: engines check a
+    push against every state-dict/checkpoint name (HF's strict load needs the LM
+    head's name; vLLM skips it for tied models itself), so the names stay, but the
+    gather is not repeated and the gathered tensor is not held past its names.
 
-    The tensors are valid until the next item is requested (FSDP1 reshards a unit
-    when the generator moves on): consumers copy them, as an engine's load does.
+    The tensors are valid until the next distinct tensor is requested (FSDP1
+    reshards a unit when the generator moves on): consumers copy them, as an
+    engine's load does.
     """
     if any(_is_fsdp1(m) for m in module.modules()):
+        # one gather per FSDP1 unit: a tied parameter lives in one unit (FSDP1 puts
+        # shared parameters in their common ancestor's unit), so its names are all
+        # yielded from that unit's single summon
         yield from _iter_fsdp1(module, prefix="", seen=set())
     else:
-        for name, tensor in _named_tensors(module, include_buffers):
-            if _is_dtensor(tensor):  # FSDP2: gather this parameter alone
+        for names, tensor in _group_tied(_named_tensors(module, include_buffers)):
+            if _is_dtensor(tensor):  # FSDP2: gather this parameter alone, once for all its names
                 tensor = tensor.full_tensor()
-            yield clean_name(name), tensor.detach()
+            tensor = tensor.detach()
+            for name in names:
+                yield clean_name(name), tensor
+            del tensor  # drop the gathered copy before the next gather
     # buffers of FSDP1 modules are never sharded: _iter_fsdp1 yields them as they are
+
+
+def _group_tied(named: Iterator[tuple[str, torch.Tensor]]) -> list[tuple[list[str], torch.Tensor]]:
+    """``[(names, tensor)]`` with every name of one tensor object together, in order
+    of first appearance. Cheap: it only walks the module, nothing is gathered."""
+    groups: dict[int, tuple[list[str], torch.Tensor]] = {}
+    for name, tensor in named:
+        groups.setdefault(id(tensor), ([], tensor))[0].append(name)
+    return list(groups.values())
 
 
 def _named_tensors(module: nn.Module, include_buffers: bool, recurse: bool = True):

@@ -89,7 +89,7 @@ def grpo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps: float 
     obj, clipped = _ppo_objective(ratio, advantages, eps, eps)
     kl = _kl(logp, ref_logp, kl_coef)
     obj = obj + entropy_coef * entropy - kl_coef * kl  # [M]
-    per_token = obj / norms.seq_lengths[seq].clamp_min(1)  # [M]: token mean inside its sequence
+    per_token = obj / norms.seq_lengths.to(seq.device)[seq].clamp_min(1)  # [M]: token mean inside its sequence
     loss = -per_token.sum() / norms.samples * norms.world_size
     return loss, _metrics(ratio, clipped, entropy, kl)
 
@@ -123,12 +123,12 @@ def gspo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps_low: fl
     of ``advantages`` (constant inside a sequence unless a per-token weight such as the
     truncated importance weight scales it); entropy and KL enter as token means."""
     n = norms.seq_lengths.numel()
-    lengths = norms.seq_lengths.to(logp.dtype).clamp_min(1)  # [N]
+    lengths = norms.seq_lengths.to(device=logp.device, dtype=logp.dtype).clamp_min(1)  # [N]
 
     def seq_mean(values):  # [M] -> [N]
-        return torch.zeros(n, dtype=logp.dtype).index_add(0, seq, values.to(logp.dtype)) / lengths
+        return torch.zeros(n, dtype=logp.dtype, device=logp.device).index_add(0, seq, values.to(logp.dtype)) / lengths
 
-    present = torch.zeros(n, dtype=torch.bool).index_fill(0, seq, True)  # samples with tokens here
+    present = torch.zeros(n, dtype=torch.bool, device=logp.device).index_fill(0, seq, True)  # samples with tokens here
     ratio = seq_mean(logp - old_logp).exp()  # [N]
     obj, clipped = _ppo_objective(ratio[present], seq_mean(advantages)[present], eps_low, eps_high)  # [N']
     kl = _kl(logp, ref_logp, kl_coef)  # [M]
