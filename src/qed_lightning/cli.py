@@ -6,7 +6,7 @@
     qed judge --config configs/judge/local_vllm.yaml --input proofs.jsonl --output verdicts.jsonl
     qed eval --config configs/eval/imo_proofbench.yaml --policy.init_args.model=<export dir>
 
-Every run logs ``metrics.csv`` (CSVLogger under ``runs/``), the resolved
+Every run logs ``metrics.csv`` (``ResumableCSVLogger`` under ``runs/``), the resolved
 ``config.yaml`` and ``run_metadata.json``; checkpoints go to ``<log_dir>/checkpoints``
 and a Hugging Face export to ``<log_dir>/hf_export`` when ``fit`` ends. Any setting
 can also come from an environment variable ``PL_<SUBCOMMAND>__<KEY>`` (e.g.
@@ -25,7 +25,8 @@ os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-from qed_lightning.callbacks import HFExportCallback, QedCheckpoint, RunMetadataCallback
+from qed_lightning.callbacks import HFExportCallback, PreemptionCallback, QedCheckpoint, RunMetadataCallback
+from qed_lightning.preemption.slurm import pin_logger_versions
 
 EXPORT_HELP = "qed export CHECKPOINT OUTPUT_DIR   write a Hugging Face model from a saved checkpoint"
 JUDGE_HELP = "qed judge --config judge.yaml --input proofs.jsonl --output verdicts.jsonl   grade a file of proofs"
@@ -33,7 +34,7 @@ EVAL_HELP = "qed eval --config configs/eval/imo_proofbench.yaml   evaluate a mod
 
 TRAINER_DEFAULTS = {
     "logger": {
-        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "class_path": "qed_lightning.loggers.ResumableCSVLogger",
         "init_args": {"save_dir": "runs", "name": "qed"},
     },
     # The SFT and rollout loaders shard by rank themselves (whole optimizer steps,
@@ -49,6 +50,13 @@ class QedCLI(LightningCLI):
         # ``export:``), so presets layered on ``trainer.callbacks`` cannot drop them.
         parser.add_lightning_class_args(QedCheckpoint, "checkpoint")
         parser.add_lightning_class_args(HFExportCallback, "export")
+        parser.add_lightning_class_args(PreemptionCallback, "preemption")
+
+    def before_instantiate_classes(self) -> None:
+        # A requeued SLURM job must write into the log directory (and find the
+        # checkpoints) of its first start: the logger version is the job id.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        pin_logger_versions(config.trainer)
 
 
 def run_cli(args: Sequence[str] | None = None, run: bool = True) -> QedCLI:

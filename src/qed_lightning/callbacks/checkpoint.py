@@ -52,6 +52,22 @@ class QedCheckpoint(ModelCheckpoint):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
+    def save_resume_point(self, trainer) -> str:
+        """Write ``last.ckpt`` now, whatever the cadence (a collective: every rank calls
+        it). Used by preemption, at a step boundary or after a step's rollouts."""
+        if not self.save_last:
+            raise ValueError("a resume point needs save_last: true in the checkpoint settings")
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        return self.last_model_path
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A resumed run redoes the steps after its checkpoint: rows an earlier attempt
+        # logged for them would appear twice.
+        if trainer.ckpt_path is not None:
+            for logger in trainer.loggers:
+                if hasattr(logger, "drop_rows_from_step"):
+                    logger.drop_rows_from_step(trainer.global_step)
+
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
             candidates = self._monitor_candidates(trainer)

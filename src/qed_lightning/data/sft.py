@@ -4,6 +4,7 @@ optimizer step per batch (see ``steps.py``)."""
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -16,6 +17,11 @@ from qed_lightning.data.sources import DataSourceError, iter_rows
 from qed_lightning.data.steps import ExampleList, StepCollator, StepSampler
 
 OVERLONG_POLICIES = ("drop", "error")
+
+
+# The datamodule's own state (saved with every checkpoint) restores the position in
+# the epoch; Lightning only checks whether the DataLoader object is stateful.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 @dataclass
@@ -94,6 +100,7 @@ class SFTDataModule(pl.LightningDataModule):
         )
         self.tokenizer = None
         self.stats = SFTDataStats()
+        self.resume_step: int | None = None  # set by a checkpoint: where the epoch's order continues
         self.train_examples: list[TokenizedExample] = []
         self.val_examples: list[TokenizedExample] = []
 
@@ -156,6 +163,9 @@ class SFTDataModule(pl.LightningDataModule):
         sampler = StepSampler(
             len(examples), hp.samples_per_step, shuffle=shuffle, seed=hp.seed, rank=rank, world_size=world
         )
+        if examples is self.train_examples and self.resume_step is not None:
+            # One batch is one optimizer step: the steps done so far fix the position.
+            sampler.skip_steps, self.resume_step = self.resume_step % len(sampler), None
         collate = StepCollator(
             self._tokenizer().pad_token_id, packing=hp.packing,
             micro_batch_tokens=hp.micro_batch_tokens, micro_batch_size=hp.micro_batch_size,
@@ -163,6 +173,15 @@ class SFTDataModule(pl.LightningDataModule):
         return torch.utils.data.DataLoader(
             ExampleList(examples), batch_sampler=sampler, collate_fn=collate, num_workers=hp.num_workers
         )
+
+    def state_dict(self) -> dict:
+        trainer = self.trainer
+        return {"global_step": trainer.global_step if trainer is not None else 0, "seed": self.hparams.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed", self.hparams.seed) != self.hparams.seed:
+            raise ValueError(f"checkpoint's data seed {state['seed']} differs from the config's {self.hparams.seed}")
+        self.resume_step = int(state["global_step"])
 
     def train_dataloader(self):
         return self._loader(self.train_examples, self.hparams.shuffle)

