@@ -71,8 +71,21 @@ def assert_same_weights(got, want):
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
-    run_cli(args(tiny_model_dir, root, 6))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # the TensorBoard preset writes under ./runs
+        run_cli(args(tiny_model_dir, root, 6, "--config", str(ROOT / "callbacks/tensorboard.yaml")))
     return root
+
+
+def test_rollout_samples_reach_tensorboard_as_a_table(reference):
+    pytest.importorskip("tensorboardX", reason="tensorboardX is a dev dependency (make install)")
+    from tensorboard_events import tensorboard_texts
+
+    texts = tensorboard_texts(reference / "runs")
+    assert sorted(step for tag, step, _ in texts if tag.startswith("rollouts")) == list(range(6))
+    records = [r for r in (run_dir(reference) / "rollouts" / "step_000005.jsonl").read_text().splitlines()]
+    table = next(text for tag, step, text in texts if step == 5)
+    assert len(table.splitlines()) == 2 + len(records)  # header, rule, one row per recorded sample
 
 
 def test_sigkill_after_three_steps_then_resume_matches_six_steps(reference, tiny_model_dir, tmp_path):

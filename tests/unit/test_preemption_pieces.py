@@ -4,7 +4,6 @@ the SFT sampler's resume position and the rollout table."""
 import csv
 import os
 import signal
-import struct
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from qed_lightning.preemption.slurm import (pin_logger_versions, slurm_job_id, s
                                             undetected_slurm_reason)
 from qed_lightning.rollouts.batch import build_rollout_batch
 from qed_lightning.rollouts.pending import PendingRollouts, PendingRolloutsError
+from tensorboard_events import tensorboard_texts
 
 JOB = {"SLURM_JOB_ID": "812", "SLURM_NTASKS": "2", "SLURM_JOB_NAME": "qed-rl"}
 
@@ -137,26 +137,8 @@ def test_sft_sampler_resumes_inside_its_epoch():
 
 
 def test_markdown_table_escapes_cells():
-    table = markdown_table([{"problem_id": "p|1", "text": "a\nb", "score": 7}], ("problem_id", "score", "text"))
-    assert table.splitlines() == ["| problem_id | score | text |", "|---|---|---|", "| p\\|1 | 7 | a<br>b |"]
-
-
-def _tensorboard_texts(directory):
-    """(tag, step, text) of every text summary in the event files (TFRecord framing:
-    length u64, its crc u32, payload, crc u32)."""
-    from tensorboardX.proto import event_pb2
-
-    out = []
-    for path in sorted(directory.rglob("events.out.tfevents.*")):
-        data, pos = path.read_bytes(), 0
-        while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-            pos += 12 + length + 4
-            for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name == "text":
-                    out.append((value.tag, event.step, value.tensor.string_val[0].decode()))
-    return out
+    table = markdown_table([{"problem_id": "p|1", "text": "a\nb\x0bc\u2028d", "score": 7}], ("problem_id", "score", "text"))
+    assert table.splitlines() == ["| problem_id | score | text |", "|---|---|---|", "| p\\|1 | 7 | a<br>b<br>c<br>d |"]
 
 
 def test_rollout_table_goes_to_tensorboard_and_not_to_csv(tmp_path):
@@ -168,6 +150,6 @@ def test_rollout_table_goes_to_tensorboard_and_not_to_csv(tmp_path):
              "finish_reason": "stop", "text": "proof"}]
     assert log_rollout_table([tb, ResumableCSVLogger(tmp_path)], 4, rows) == ["TensorBoardLogger"]
     tb.finalize("success")  # tensorboardX writes from a queue: closing drains it
-    [(tag, step, text)] = _tensorboard_texts(tmp_path / "tb")
+    [(tag, step, text)] = tensorboard_texts(tmp_path / "tb")
     assert tag.startswith("rollouts") and step == 4
     assert "| p0 | 0 | 7 | 1.0 | 2 | stop | proof |" in text

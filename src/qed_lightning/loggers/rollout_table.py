@@ -14,7 +14,8 @@ COLUMNS = ("problem_id", "sample", "score", "reward", "completion_tokens", "fini
 
 
 def _cell(value) -> str:
-    return str(value).replace("|", "\\|").replace("\n", "<br>")
+    # every line break (model text holds \x0b, \x1c, U+2028 ...) would end the table row
+    return "<br>".join(str(value).replace("|", "\\|").splitlines())
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
