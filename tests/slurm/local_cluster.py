@@ -160,10 +160,13 @@ class LocalSlurmCluster:
         return {"SLURM_CONF": str(self.conf_path)}
 
     # ------------------------------------------------------------------ jobs
-    def submit(self, script: Path, *, env: dict | None = None, extra_args: list[str] | tuple = ()) -> int:
-        """``sbatch --parsable`` the script (the job inherits this environment plus ``env``)."""
+    def submit(self, script: Path, *, env: dict | None = None, extra_args: list[str] | tuple = (),
+               script_args: list[str] | tuple = ()) -> int:
+        """``sbatch --parsable [extra_args] script [script_args]`` (the job inherits this
+        environment plus ``env``; ``script_args`` are the batch script's own arguments)."""
         job_env = {**_clean_environ(), **self.env(), **(env or {})}
-        out = self._run(["sbatch", "--parsable", *extra_args, str(script)], env=job_env).stdout.strip()
+        argv = ["sbatch", "--parsable", *extra_args, str(script), *script_args]
+        out = self._run(argv, env=job_env).stdout.strip()
         job_id = int(out.split(";")[0])
         self._jobs.append(job_id)
         return job_id

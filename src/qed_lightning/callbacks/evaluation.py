@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
+from qed_lightning.callbacks.preemption import preempted
 from qed_lightning.contracts import SamplingSettings
 from qed_lightning.judging.base import BaseJudge
 
@@ -93,7 +94,7 @@ class EvaluationCallback(pl.Callback):
             self._evaluate(trainer, pl_module)
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        if self.at_end:
+        if self.at_end and not preempted(trainer):  # the requeued start evaluates at its end
             self._evaluate(trainer, pl_module)
 
     def state_dict(self) -> dict:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from qed_lightning.callbacks.preemption import preempted
 from qed_lightning.export import save_hf_export
 
 
@@ -22,8 +23,8 @@ class HFExportCallback(Callback):
         self.export_dir: Path | None = None
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if not self.enabled:
-            return
+        if not self.enabled or preempted(trainer):
+            return  # a preempted run is not finished: its requeued start exports at the end
         out = Path(trainer.log_dir or trainer.default_root_dir) / self.dirname
         if trainer.is_global_zero:
             self.export_dir = save_hf_export(pl_module.policy, pl_module.tokenizer, out)

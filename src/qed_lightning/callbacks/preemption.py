@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from qed_lightning.preemption.signals import preemption_request
 from qed_lightning.preemption.slurm import requeue_job, slurm_job_id, undetected_slurm_reason
 
-__all__ = ["PreemptionCallback", "find_preemption_callback"]
+__all__ = ["PreemptionCallback", "find_preemption_callback", "preempted"]
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +115,9 @@ def find_preemption_callback(trainer: pl.Trainer | None) -> PreemptionCallback |
     if trainer is None:
         return None
     return next((c for c in trainer.callbacks if isinstance(c, PreemptionCallback)), None)
+
+
+def preempted(trainer: pl.Trainer | None) -> bool:
+    """Whether this run stopped for a preemption (it will be resumed, it did not finish)."""
+    callback = find_preemption_callback(trainer)
+    return callback is not None and callback.saved is not None
