@@ -68,6 +68,18 @@ def assert_same_weights(got, want):
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
+def assert_finished_like_the_reference(cli, root, reference):
+    """6 steps, the reference's final weights bit for bit, and one metrics.csv row per
+    step with the reference's rewards; returns the rows."""
+    assert cli.trainer.global_step == 6
+    assert_same_weights(policy_weights(run_dir(root) / "checkpoints" / "last.ckpt"),
+                        policy_weights(run_dir(reference) / "checkpoints" / "last.ckpt"))
+    rows, want = metric_rows(root), metric_rows(reference)
+    assert [int(r["step"]) for r in rows] == list(range(6))
+    assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in want]
+    return rows
+
+
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
@@ -98,19 +110,13 @@ def test_sigkill_after_three_steps_then_resume_matches_six_steps(reference, tiny
     assert saved["global_step"] == 3
 
     resumed = run_cli(args(tiny_model_dir, tmp_path, 6))
-    assert resumed.trainer.global_step == 6
-    assert_same_weights(policy_weights(run_dir(tmp_path) / "checkpoints" / "last.ckpt"),
-                        policy_weights(run_dir(reference) / "checkpoints" / "last.ckpt"))
-    # One row per step in the one metrics.csv, each step's rewards as in the reference
-    rows, want = metric_rows(tmp_path), metric_rows(reference)
-    assert [int(r["step"]) for r in rows] == list(range(6))
-    assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in want]
+    assert_finished_like_the_reference(resumed, tmp_path, reference)
 
 
 def test_preemption_signals_save_where_safe_and_resume_to_the_same_weights(reference, tiny_model_dir, tmp_path):
     # After step 1's rollouts: the save waits for the end of step 1.
     first = run_cli(args(tiny_model_dir, tmp_path, 6, hook("SignalAtStep", step=1, when="before_optimizer_step")))
-    saved = first.trainer.callbacks[[type(c).__name__ for c in first.trainer.callbacks].index("PreemptionCallback")].saved
+    saved = next(c for c in first.trainer.callbacks if type(c).__name__ == "PreemptionCallback").saved
     assert saved["where"] == "step boundary" and saved["step"] == 2 and saved["signal"] == "SIGUSR1"
     assert first.trainer.global_step == 2
     assert_same_weights(policy_weights(saved["path"]),
@@ -124,12 +130,7 @@ def test_preemption_signals_save_where_safe_and_resume_to_the_same_weights(refer
     assert (Path(saved["path"]).parent / "pending_rollouts" / "step_000003.rank0.pt").is_file()
 
     third = run_cli(args(tiny_model_dir, tmp_path, 6))
-    assert third.trainer.global_step == 6
-    assert_same_weights(policy_weights(run_dir(tmp_path) / "checkpoints" / "last.ckpt"),
-                        policy_weights(run_dir(reference) / "checkpoints" / "last.ckpt"))
-    rows, want = metric_rows(tmp_path), metric_rows(reference)
-    assert [int(r["step"]) for r in rows] == list(range(6))
-    assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in want]
+    rows = assert_finished_like_the_reference(third, tmp_path, reference)
     # step 3 trained on the saved rollouts: no second generation
     assert [float(r["rollout/from_saved"]) for r in rows] == [0, 0, 0, 1, 0, 0]
 

@@ -79,3 +79,22 @@ def test_test_time_rc_runs_its_iterations_and_counts_tokens(vllm_engine, tiny_qw
             s.num_tokens for s in t.summary_outputs if s is not None)
         assert 0 < proof.tokens <= 3 * 12 + 2 * 8
         assert proof.answer.text == t.reasoning[-1].text.strip() or proof.answer.skip == "empty"
+
+
+def test_rc_preempted_during_rollouts_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch):
+    """A signal during step 1's reason -> summarize cycles: the step's states and rollouts
+    are saved with the checkpoint, and the resumed run ends where an uninterrupted one
+    does, bit for bit (summarizer and policy samples are seeded per sample)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # preemption_hooks
+    whole = run_cli(overrides(tiny_model_dir, tmp_path / "whole", 3))
+    signal_at_step_1 = ('--trainer.callbacks+={"class_path": "preemption_hooks.SignalAtStep", '
+                        '"init_args": {"step": 1, "when": "before_rollouts"}}')
+    cut = run_cli(overrides(tiny_model_dir, tmp_path / "cut", 3) + [signal_at_step_1])
+    assert cut.trainer.global_step == 1
+    resumed = run_cli(overrides(tiny_model_dir, tmp_path / "cut", 3) + ["--ckpt_path=last"])
+    assert resumed.trainer.global_step == 3
+    want, got = whole.model.policy.state_dict(), resumed.model.policy.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    with (tmp_path / "cut" / "demo-rc" / "run" / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("reward/mean")]
+    assert [float(r["rollout/from_saved"]) for r in rows] == [0, 1, 0]

@@ -9,11 +9,12 @@ gradients once, with the last micro-batch, instead of after every one.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
-__all__ = ["backward_sync", "clip_grad_norm", "micro_batch_count", "zero_loss"]
+__all__ = ["backward_sync", "clip_grad_norm", "micro_batch_count", "push_from_rank_zero", "zero_loss"]
 
 
 def micro_batch_count(strategy, local: int, world_size: int, device) -> int:
@@ -49,3 +50,29 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
     gradients are DTensors and so is their norm, which is reduced over the shards)."""
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+class WeightPushError(RuntimeError):
+    pass
+
+
+def push_from_rank_zero(weights: Iterable, push: Callable[[Iterable], None], is_rank_zero: bool,
+                        any_rank: Callable[[bool], bool]) -> None:
+    """Rank 0 pushes ``weights`` (into an engine all ranks share); the others only walk
+    them, because producing them may take collectives (FSDP gathers). If rank 0's push
+    fails, it still walks the rest so those collectives stay matched, and then every
+    rank raises, instead of the others waiting at a barrier until a timeout.
+    ``any_rank(flag)``: whether any rank's flag is set (a collective)."""
+    error: BaseException | None = None
+    if is_rank_zero:
+        try:
+            push(weights)
+        except Exception as err:  # noqa: BLE001 - re-raised below, on every rank
+            error = err
+    if iter(weights) is weights:  # a stream (FSDP gathers): walk what rank 0 did not consume
+        for _ in weights:
+            pass
+    if any_rank(error is not None):
+        if error is not None:
+            raise error
+        raise WeightPushError("rank 0 failed to push the weights to the shared engine (see its error)")

@@ -27,7 +27,8 @@ from qed_lightning.losses.advantages import get_advantage, zero_advantage_groups
 from qed_lightning.losses.policy import StepNorms, get_policy_loss
 from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
 from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
-from qed_lightning.modules.collective_steps import backward_sync, clip_grad_norm, micro_batch_count, zero_loss
+from qed_lightning.modules.collective_steps import (backward_sync, clip_grad_norm, micro_batch_count,
+                                                    push_from_rank_zero, zero_loss)
 from qed_lightning.modules.rl_metrics import step_metrics
 from qed_lightning.modules.sharding import RootForward, shard_model
 from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
@@ -258,12 +259,9 @@ class GRPOModule(pl.LightningModule):
         self.engine.wake_up(["weights"])
         weights = full_weights_for_push(self.policy)
         if getattr(self.engine, "shared_by_ranks", False) and self.trainer.world_size > 1:
-            if self.global_rank == 0:
-                self.engine.load_weights(weights, version=self.global_step)
-            else:
-                for _ in weights:  # the FSDP gathers are collectives: take part, keep nothing
-                    pass
-            self.trainer.strategy.barrier("qed_weight_push")
+            strategy = self.trainer.strategy
+            push_from_rank_zero(weights, lambda w: self.engine.load_weights(w, version=self.global_step),
+                                self.global_rank == 0, lambda flag: strategy.reduce_boolean_decision(flag, all=False))
         else:
             self.engine.load_weights(weights, version=self.global_step)
         self.engine.wake_up(["kv_cache"])
