@@ -28,12 +28,19 @@ qed_fit() {
   shift 3
   local per_node=${SLURM_NTASKS_PER_NODE:?submit with --ntasks-per-node=<devices per node> (Lightning requires it)}
   per_node=${per_node%%(*}
-  local gpus=()
-  [ "$QED_ACCELERATOR" = gpu ] && gpus=(--gpus-per-node="$per_node")
-  log "qed fit --config $config on $nodes node(s) x $per_node task(s) [$nodelist]"
+  local flags=(--nodes="$nodes" --nodelist="$nodelist" --ntasks="$((nodes * per_node))"
+               --ntasks-per-node="$per_node" --kill-on-bad-exit=1)
+  # srun would take the allocation's SLURM_NTASKS and SLURM_CPUS_PER_TASK is not
+  # inherited by steps (Slurm >= 22.05): both are given explicitly.
+  [ -n "${SLURM_CPUS_PER_TASK:-}" ] && flags+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
+  [ "$QED_ACCELERATOR" = gpu ] && flags+=(--gpus-per-node="$per_node")
+  # Inside a step SLURM_NODELIST is still the whole allocation's, whose first host may
+  # be a server node: rank 0 runs on the first host of this step.
+  MASTER_ADDR=$(scontrol show hostnames "$nodelist" | head -n 1)
+  export MASTER_ADDR
+  log "qed fit --config $config on $nodes node(s) x $per_node task(s) [$nodelist], master $MASTER_ADDR"
   # shellcheck disable=SC2086  # QED may be several words
-  srun --nodes="$nodes" --nodelist="$nodelist" --ntasks-per-node="$per_node" "${gpus[@]}" \
-    --kill-on-bad-exit=1 \
+  srun "${flags[@]}" \
     $QED fit --config "$config" --trainer.num_nodes="$nodes" --trainer.devices="$per_node" \
     --trainer.accelerator="$QED_ACCELERATOR" --ckpt_path=last "$@"
 }
@@ -46,10 +53,10 @@ qed_fit() {
 start_server() {
   local node=$1 port=$2 gpus=$3 model=$4
   shift 4
-  local gpu_flags=()
-  [ "$QED_ACCELERATOR" = gpu ] && gpu_flags=(--gpus-per-node="$gpus")
+  local flags=(--nodes=1 --ntasks=1 --nodelist="$node" --overlap)
+  [ "$QED_ACCELERATOR" = gpu ] && flags+=(--gpus-per-node="$gpus")
   log "vllm serve $model on $node:$port ($gpus GPU(s))"
-  srun --nodes=1 --ntasks=1 --nodelist="$node" "${gpu_flags[@]}" --overlap \
+  srun "${flags[@]}" \
     bash -c 'trap "" USR1; exec "$@"' server vllm serve "$model" --host 0.0.0.0 --port "$port" "$@" &
   SERVER_PID=$!
   SERVER_URL="http://$node:$port/v1"

@@ -119,6 +119,7 @@ def test_preemption_signals_save_where_safe_and_resume_to_the_same_weights(refer
     saved = next(c for c in first.trainer.callbacks if type(c).__name__ == "PreemptionCallback").saved
     assert saved["where"] == "step boundary" and saved["step"] == 2 and saved["signal"] == "SIGUSR1"
     assert first.trainer.global_step == 2
+    assert (run_dir(tmp_path) / "checkpoints" / "step000002.ckpt").is_file()  # the cadence's own save too
     assert_same_weights(policy_weights(saved["path"]),
                         policy_weights(run_dir(reference) / "checkpoints" / "step000002.ckpt"))
 
@@ -135,7 +136,7 @@ def test_preemption_signals_save_where_safe_and_resume_to_the_same_weights(refer
     assert [float(r["rollout/from_saved"]) for r in rows] == [0, 0, 0, 1, 0, 0]
 
 
-def sft_args(model_dir, root, *extra):
+def sft_run_args(model_dir, root, *extra):
     return [
         "fit", "--config", str(ROOT / "configs/demo/sft.yaml"), f"--model.model={model_dir}",
         f"--trainer.logger.init_args.save_dir={root}", "--trainer.logger.init_args.version=run",
@@ -146,9 +147,21 @@ def sft_args(model_dir, root, *extra):
     ]
 
 
-def test_sft_preempted_inside_an_epoch_resumes_to_the_same_weights(tiny_model_dir, tmp_path):
+# FSDP2 on one process: sharded strategies restore the checkpoint after their setup,
+# which has already built the train loader (to size the schedule)
+MODEL_PARALLEL = ["--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy",
+                  "--trainer.strategy.data_parallel_size=1", "--trainer.strategy.tensor_parallel_size=1",
+                  "--trainer.strategy.save_distributed_checkpoint=false", "--trainer.devices=1"]
+
+
+@pytest.mark.parametrize("strategy", [[], MODEL_PARALLEL], ids=["single", "model_parallel"])
+def test_sft_preempted_inside_an_epoch_resumes_to_the_same_weights(strategy, tiny_model_dir, tmp_path):
     """SFT's position inside an epoch is restored too (the sampler skips the steps
     already trained), so a save in the middle of an epoch loses and repeats nothing."""
+
+    def sft_args(model_dir, root, *extra):
+        return sft_run_args(model_dir, root, *strategy, *extra)
+
     whole = run_cli(sft_args(tiny_model_dir, tmp_path / "whole"))
     steps = whole.trainer.global_step
     per_epoch = steps // 2
@@ -167,3 +180,14 @@ def test_sft_preempted_inside_an_epoch_resumes_to_the_same_weights(tiny_model_di
     with (tmp_path / "cut" / "demo-sft" / "run" / "metrics.csv").open() as f:
         logged = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
     assert logged == sorted(set(logged)) and len(logged) == steps  # every step once
+
+
+def test_a_signal_at_the_last_step_lets_the_run_finish(tiny_model_dir, tmp_path):
+    """Nothing would be left to resume: the run ends normally (its export included)
+    instead of saving for a requeue that would only find the run done."""
+    steps = run_cli(sft_run_args(tiny_model_dir, tmp_path / "count", "--trainer.max_epochs=1")).trainer.global_step
+    cli = run_cli(sft_run_args(tiny_model_dir, tmp_path / "last", "--trainer.max_epochs=1", "--export.enabled=true",
+                               hook("SignalAtStep", step=steps - 1, when="before_optimizer_step")))
+    preemption = next(c for c in cli.trainer.callbacks if type(c).__name__ == "PreemptionCallback")
+    assert preemption.saved is None and cli.trainer.global_step == steps
+    assert (tmp_path / "last" / "demo-sft" / "run" / "hf_export" / "config.json").is_file()

@@ -92,14 +92,18 @@ def test_csv_logger_appends_across_resumes_and_drops_redone_steps(tmp_path):
     rows = _csv_rows(tmp_path / "run" / "v" / "metrics.csv")
     assert [(r["step"], r["loss"], r["reward"]) for r in rows] == [
         ("0", "0.0", ""), ("1", "1.0", ""), ("2", "2.0", ""), ("3", "3.0", "0.5")]
-    # resuming from the checkpoint of step 2: steps 2 and 3 will be logged again
+    second.log_metrics({"eval/demo/avg": 0.5}, step=2)  # evaluated after 2 finished steps
+    second.save()
+    # resuming from the checkpoint after 2 steps: steps 2 and 3 will be logged again;
+    # the evaluation after step 2 is history
     third = ResumableCSVLogger(tmp_path, name="run", version="v")
     third.drop_rows_from_step(2)
     third.log_metrics({"loss": 2.5}, step=2)
     third.save()
     rows = _csv_rows(tmp_path / "run" / "v" / "metrics.csv")
-    assert [(r["step"], r["loss"]) for r in rows] == [("0", "0.0"), ("1", "1.0"), ("2", "2.5")]
-    assert list(rows[0]) == ["loss", "reward", "step"]  # columns of earlier attempts kept
+    assert [(r["step"], r["loss"], r["eval/demo/avg"]) for r in rows] == [
+        ("0", "0.0", ""), ("1", "1.0", ""), ("2", "", "0.5"), ("2", "2.5", "")]
+    assert list(rows[0]) == ["eval/demo/avg", "loss", "reward", "step"]  # columns of earlier attempts kept
 
 
 def _batch():
@@ -112,19 +116,21 @@ def _batch():
 
 def test_saved_rollouts_round_trip_once_and_refuse_the_wrong_step(tmp_path):
     pending = PendingRollouts()
-    assert pending.take(3, 0) is None  # nothing saved
-    path = pending.save(tmp_path, 3, 1, _batch(), {"rollout/generate_s": 9.0})
+    assert pending.take(3, 0, 2) is None  # nothing saved
+    path = pending.save(tmp_path, 3, 1, 2, _batch(), {"rollout/generate_s": 9.0})
     assert path == tmp_path / "step_000003.rank1.pt"
     restored = PendingRollouts()
     restored.load_state_dict(pending.state_dict())
     with pytest.raises(PendingRolloutsError, match="rollouts of step 3 but the run resumed at step 4"):
-        restored.take(4, 1)
+        restored.take(4, 1, 2)
+    with pytest.raises(PendingRolloutsError, match="from 2 ranks; resume it with 2 ranks, not 1"):
+        restored.take(3, 0, 1)
     with pytest.raises(PendingRolloutsError, match="step_000003.rank0.pt: .* file is missing"):
-        restored.take(3, 0)
-    batch, metrics = restored.take(3, 1)
+        restored.take(3, 0, 2)
+    batch, metrics = restored.take(3, 1, 2)
     assert torch.equal(batch.input_ids, _batch().input_ids) and batch.verdicts[0].score == 7
     assert metrics == {"rollout/generate_s": 9.0}
-    assert restored.take(3, 1) is None and restored.state_dict()["step"] is None  # used once
+    assert restored.take(3, 1, 2) is None and restored.state_dict()["step"] is None  # used once
 
 
 def test_sft_sampler_resumes_inside_its_epoch():
@@ -153,3 +159,23 @@ def test_rollout_table_goes_to_tensorboard_and_not_to_csv(tmp_path):
     [(tag, step, text)] = tensorboard_texts(tmp_path / "tb")
     assert tag.startswith("rollouts") and step == 4
     assert "| p0 | 0 | 7 | 1.0 | 2 | stop | proof |" in text
+
+
+class _Trainer:
+    is_global_zero = True
+
+
+def test_a_refused_requeue_fails_the_run_instead_of_ending_it_quietly(monkeypatch):
+    from qed_lightning.callbacks import preemption
+
+    monkeypatch.setattr(preemption, "requeue_job", lambda job: False)
+    callback = preemption.PreemptionCallback()
+    callback.saved, callback._requeue_job = {"path": "runs/x/checkpoints/last.ckpt"}, "812"
+    with pytest.raises(RuntimeError, match="could not requeue SLURM job 812: resubmit it"):
+        callback.teardown(_Trainer(), None, "fit")
+    calls = []
+    monkeypatch.setattr(preemption, "requeue_job", lambda job: calls.append(job) or True)
+    callback._requeue_job = "812"
+    callback.teardown(_Trainer(), None, "fit")
+    callback.teardown(_Trainer(), None, "fit")  # once only
+    assert calls == ["812"]

@@ -52,21 +52,28 @@ class QedCheckpoint(ModelCheckpoint):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
-    def save_resume_point(self, trainer) -> str:
+    def save_resume_point(self, trainer, mid_step: bool = False) -> str:
         """Write ``last.ckpt`` now, whatever the cadence (a collective: every rank calls
-        it). Used by preemption, at a step boundary or after a step's rollouts."""
+        it), and the step's own checkpoint if one is due and not written yet (the
+        cadence's own save would skip this step after this one). Used by preemption, at
+        a step boundary or (``mid_step``) after a step's rollouts."""
         if not self.save_last:
             raise ValueError("a resume point needs save_last: true in the checkpoint settings")
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        candidates = self._monitor_candidates(trainer)
+        every = self._every_n_train_steps
+        if (not mid_step and every and trainer.global_step % every == 0
+                and self._last_global_step_saved != trainer.global_step):
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
         return self.last_model_path
 
     def on_train_start(self, trainer, pl_module) -> None:
-        # A resumed run redoes the steps after its checkpoint: rows an earlier attempt
-        # logged for them would appear twice.
-        if trainer.ckpt_path is not None:
-            for logger in trainer.loggers:
-                if hasattr(logger, "drop_rows_from_step"):
-                    logger.drop_rows_from_step(trainer.global_step)
+        # The run (re)starts at this step: rows an earlier attempt logged for this step
+        # or later (after its checkpoint, or from a start that never saved) will be
+        # logged again and would appear twice.
+        for logger in trainer.loggers:
+            if hasattr(logger, "drop_rows_from_step"):
+                logger.drop_rows_from_step(trainer.global_step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:

@@ -3,7 +3,8 @@
 A signal (SLURM: ``#SBATCH --signal=USR1@<lead>``) only raises a flag. At the end
 of each step the ranks agree on it (one all-reduce: any rank's flag counts); if set,
 ``last.ckpt`` is written through the checkpoint callback, the loggers are flushed,
-training stops, and under SLURM rank 0 runs ``scontrol requeue``. The RL module also
+training stops, and under SLURM rank 0 runs ``scontrol requeue`` once the run has
+ended. A signal at the run's last step lets the run finish instead. The RL module also
 checks the flag when a step's rollouts are finished (``check_after_rollouts``), so a
 step longer than the lead still ends in a resumable save (see ``rollouts/pending.py``).
 
@@ -38,11 +39,13 @@ class PreemptionCallback(pl.Callback):
         self.signals, self.requeue = list(signals), requeue
         self.saved: dict | None = None  # where and when this run saved for a preemption
         self._saving_mid_step = False
+        self._requeue_job: str | None = None  # set once saved, acted on when the run has ended
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         preemption_request.clear()
+        _resume_checkpoint(trainer)  # a missing checkpoint callback is an error now, not at the signal
         # Before Lightning's signal connector: it installs its own SLURM handler (a save
         # inside the handler) only where no handler is set.
         if not preemption_request.install(self.signals):
@@ -52,8 +55,16 @@ class PreemptionCallback(pl.Callback):
             rank_zero_warn(f"inside a SLURM allocation, but not run as a SLURM job: {reason}")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            preemption_request.restore()
+        if stage != "fit":
+            return
+        preemption_request.restore()
+        # Requeue only now: SLURM stops the job's processes at once, so the rest of the
+        # step (later callbacks, the step's metrics, the loggers' final flush) must be
+        # done first. Everything resumable was saved before.
+        job, self._requeue_job = self._requeue_job, None
+        if job is not None and trainer.is_global_zero and not requeue_job(job):
+            raise RuntimeError(f"saved {self.saved['path']} for a preemption but could not requeue SLURM job "
+                               f"{job}: resubmit it (ckpt_path: last resumes from that checkpoint)")
 
     @staticmethod
     def agreed(trainer: pl.Trainer) -> bool:
@@ -62,6 +73,9 @@ class PreemptionCallback(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.saved is None and self.agreed(trainer):
+            if _ends_after_this_step(trainer):  # ending anyway: its own save and export follow
+                rank_zero_info("preemption requested at the last step: finishing the run instead")
+                return
             self.save_and_stop(trainer, "step boundary")
 
     def check_after_rollouts(self, trainer: pl.Trainer) -> bool:
@@ -81,12 +95,13 @@ class PreemptionCallback(pl.Callback):
                 loop["_batches_that_stepped"] -= 1
 
     def save_and_stop(self, trainer: pl.Trainer, where: str, mid_step: bool = False) -> str:
-        """Saves ``last.ckpt``, flushes the loggers, stops (and requeues under SLURM).
+        """Saves ``last.ckpt``, flushes the loggers, stops (and, under SLURM, requeues
+        the job once the run has ended).
         ``mid_step``: called from inside a training step (after its rollouts)."""
         checkpoint = _resume_checkpoint(trainer)
         self._saving_mid_step = mid_step
         try:
-            path = checkpoint.save_resume_point(trainer)
+            path = checkpoint.save_resume_point(trainer, mid_step=mid_step)
         finally:
             self._saving_mid_step = False
         for logger in trainer.loggers:
@@ -98,10 +113,16 @@ class PreemptionCallback(pl.Callback):
                        f"step {trainer.global_step}; stopping")
         job = slurm_job_id()
         if self.requeue and job is not None and undetected_slurm_reason() is None:
-            trainer.strategy.barrier("qed_preemption_saved")  # every rank is past the save
-            if trainer.is_global_zero:
-                requeue_job(job)
+            self._requeue_job = job  # at teardown (rank 0)
         return path
+
+
+def _ends_after_this_step(trainer: pl.Trainer) -> bool:
+    """Whether the step that just finished is the run's last (same answer on every rank)."""
+    if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
+        return True
+    last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+    return last_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
 
 
 def _resume_checkpoint(trainer: pl.Trainer):

@@ -101,6 +101,7 @@ class SFTDataModule(pl.LightningDataModule):
         self.tokenizer = None
         self.stats = SFTDataStats()
         self.resume_step: int | None = None  # set by a checkpoint: where the epoch's order continues
+        self._train_loader_built = False
         self.train_examples: list[TokenizedExample] = []
         self.val_examples: list[TokenizedExample] = []
 
@@ -182,8 +183,16 @@ class SFTDataModule(pl.LightningDataModule):
         if state.get("seed", self.hparams.seed) != self.hparams.seed:
             raise ValueError(f"checkpoint's data seed {state['seed']} differs from the config's {self.hparams.seed}")
         self.resume_step = int(state["global_step"])
+        trainer = self.trainer
+        if self._train_loader_built and trainer is not None:
+            # Sharded strategies (FSDP, ModelParallel) restore after their setup, where
+            # sizing the schedule (estimated_stepping_batches) already built the train
+            # loader, and may have fetched a batch from the unskipped order: have the
+            # fit loop build it again, from the restored position.
+            trainer.fit_loop._combined_loader = None
 
     def train_dataloader(self):
+        self._train_loader_built = True
         return self._loader(self.train_examples, self.hparams.shuffle)
 
     def val_dataloader(self):

@@ -17,6 +17,10 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 __all__ = ["ResumableCSVLogger"]
 
+# Metrics logged against the number of finished steps rather than the index of the
+# step being trained (EvaluationCallback): a row of them at the resume step is history.
+AFTER_STEP_PREFIXES = ("eval/",)
+
 
 class _AppendingWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
@@ -24,15 +28,25 @@ class _AppendingWriter(ExperimentWriter):
             with open(self.metrics_file_path, newline="") as f:
                 self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
 
-    def drop_rows_from_step(self, step: int) -> int:
-        """Remove rows with ``step >= step``; returns how many were removed."""
-        self.metrics = [m for m in self.metrics if int(m.get("step", -1)) < step]
+    def drop_rows_from_step(self, step: int, kept_prefixes: tuple[str, ...] = ()) -> int:
+        """Remove rows with ``step >= step``, except rows at ``step`` itself whose every
+        metric starts with one of ``kept_prefixes``; returns how many were removed."""
+        def keep(row) -> bool:
+            at = int(float(row["step"])) if row.get("step") not in (None, "") else -1
+            if at < step:
+                return True
+            if at > step or not kept_prefixes:
+                return False
+            names = [k for k, v in row.items() if k != "step" and v not in (None, "")]
+            return bool(names) and all(k.startswith(kept_prefixes) for k in names)
+
+        self.metrics = [m for m in self.metrics if keep(m)]
         if not os.path.isfile(self.metrics_file_path):
             return 0
         with open(self.metrics_file_path, newline="") as f:
             reader = csv.DictReader(f)
             fieldnames, rows = reader.fieldnames or [], list(reader)
-        kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
+        kept = [r for r in rows if keep(r)]
         if len(kept) != len(rows):
             tmp = self.metrics_file_path + ".tmp"
             with open(tmp, "w", newline="") as f:
@@ -62,8 +76,12 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
     def drop_rows_from_step(self, step: int) -> None:
+        """Before a (re)start at ``step``: drop what earlier attempts logged for this step
+        and later ones. Training rows are numbered by step index, so the row of step
+        ``step`` is redone; metrics logged after ``step`` steps were done (evaluation,
+        ``eval/*``, logged with the finished-step count) are kept."""
         self.save()
-        self.experiment.drop_rows_from_step(step)  # a no-op object off rank zero
+        self.experiment.drop_rows_from_step(step, kept_prefixes=AFTER_STEP_PREFIXES)  # no-op off rank zero
 
     def after_save_checkpoint(self, checkpoint_callback) -> None:
         super().after_save_checkpoint(checkpoint_callback)

@@ -280,7 +280,7 @@ class GRPOModule(pl.LightningModule):
     def training_step(self, batch: ProblemBatch, batch_idx: int):
         hp = self.hparams
         step, t0 = self.global_step, time.perf_counter()
-        pending = self.pending_rollouts.take(step, self.global_rank)
+        pending = self.pending_rollouts.take(step, self.global_rank, self.trainer.world_size)
         if pending is not None:  # resumed after a save at the end of this step's rollouts
             rollouts, self.producer.last_metrics = pending
         else:
@@ -341,7 +341,8 @@ class GRPOModule(pl.LightningModule):
         if preemption is None or not preemption.check_after_rollouts(self.trainer):
             return False
         directory = Path(preemption.checkpoint_dir(self.trainer)) / "pending_rollouts"
-        self.pending_rollouts.save(directory, step, self.global_rank, rollouts, self.producer.last_metrics)
+        self.pending_rollouts.save(directory, step, self.global_rank, self.trainer.world_size, rollouts,
+                                   self.producer.last_metrics)
         preemption.save_and_stop(self.trainer, "end of the rollouts", mid_step=True)
         return True
 

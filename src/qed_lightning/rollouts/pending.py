@@ -30,28 +30,35 @@ class PendingRollouts:
     def __init__(self) -> None:
         self.step: int | None = None
         self.directory: Path | None = None
+        self.world_size: int | None = None
 
     @staticmethod
     def path(directory: Path, step: int, rank: int) -> Path:
         return Path(directory) / f"step_{step:06d}.rank{rank}.pt"
 
-    def save(self, directory: str | Path, step: int, rank: int, batch: RolloutBatch, metrics: dict[str, float]) -> Path:
+    def save(self, directory: str | Path, step: int, rank: int, world_size: int, batch: RolloutBatch,
+             metrics: dict[str, float]) -> Path:
         path = self.path(Path(directory), step, rank)
         atomic_torch_save({"step": step, "rank": rank, "batch": batch, "metrics": dict(metrics)}, path)
-        self.step, self.directory = step, Path(directory)
+        self.step, self.directory, self.world_size = step, Path(directory), world_size
         return path
 
-    def take(self, step: int, rank: int) -> tuple[RolloutBatch, dict[str, float]] | None:
+    def take(self, step: int, rank: int, world_size: int) -> tuple[RolloutBatch, dict[str, float]] | None:
         """The saved rollouts of ``step`` for ``rank`` (once), or None when none wait."""
         if self.step is None:
             return None
         if self.step != step:
             raise PendingRolloutsError(f"the checkpoint holds rollouts of step {self.step} but the run resumed at "
                                        f"step {step}")
+        if self.world_size != world_size:
+            # each rank saved its own share of the step: another world size would drop
+            # or miss shares, and change the step's normalisers
+            raise PendingRolloutsError(f"the checkpoint holds step {step}'s rollouts from {self.world_size} ranks; "
+                                       f"resume it with {self.world_size} ranks, not {world_size}")
         path = self.path(self.directory, step, rank)
         if not path.is_file():
             raise PendingRolloutsError(f"{path}: the checkpoint refers to this rank's saved rollouts of step {step}, "
-                                       "but the file is missing (was the run resumed with another number of ranks?)")
+                                       "but the file is missing")
         # Our own file of dataclasses (completions, verdicts): not a weights-only load.
         saved = torch.load(path, weights_only=False)
         if saved.get("step") != step or saved.get("rank") != rank:
@@ -61,8 +68,9 @@ class PendingRollouts:
         return saved["batch"], saved["metrics"]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "directory": None if self.directory is None else str(self.directory)}
+        return {"step": self.step, "directory": None if self.directory is None else str(self.directory),
+                "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = state.get("step")
+        self.step, self.world_size = state.get("step"), state.get("world_size")
         self.directory = Path(state["directory"]) if state.get("directory") else None
