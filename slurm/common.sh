@@ -53,7 +53,8 @@ qed_fit() {
 start_server() {
   local node=$1 port=$2 gpus=$3 model=$4
   shift 4
-  local flags=(--nodes=1 --ntasks=1 --nodelist="$node" --overlap)
+  # no --overlap: two servers on one node (rc.sbatch) must not share GPUs
+  local flags=(--nodes=1 --ntasks=1 --nodelist="$node")
   [ "$QED_ACCELERATOR" = gpu ] && flags+=(--gpus-per-node="$gpus")
   log "vllm serve $model on $node:$port ($gpus GPU(s))"
   srun "${flags[@]}" \

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -91,7 +92,7 @@ def test_usr1_saves_at_a_step_boundary_requeues_and_resumes_to_the_same_weights(
     assert "restart 0: qed fit" in out and "restart 1: qed fit" in out, out  # one output file, appended
     saved = [line for line in out.splitlines() if "preemption (SIGUSR1): saved" in line]
     assert len(saved) == 1 and "at the step boundary of step" in saved[0], out
-    saved_step = int(saved[0].rsplit("step ", 1)[1].split(";")[0])
+    saved_step = int(re.search(r"at the step boundary of step (\d+) ", saved[0]).group(1))
     assert 2 <= saved_step < steps
     got, got_steps = weights(root, job)
     assert got_steps == steps

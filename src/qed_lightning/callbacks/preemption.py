@@ -14,6 +14,7 @@ the rest of the rollout phase plus one save.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Sequence
 
 import lightning.pytorch as pl
@@ -100,6 +101,7 @@ class PreemptionCallback(pl.Callback):
         ``mid_step``: called from inside a training step (after its rollouts)."""
         checkpoint = _resume_checkpoint(trainer)
         self._saving_mid_step = mid_step
+        start = time.perf_counter()
         try:
             path = checkpoint.save_resume_point(trainer, mid_step=mid_step)
         finally:
@@ -108,9 +110,9 @@ class PreemptionCallback(pl.Callback):
             logger.save()
         trainer.should_stop = True
         self.saved = {"step": trainer.global_step, "where": where, "path": path,
-                      "signal": preemption_request.signal_name}
+                      "signal": preemption_request.signal_name, "seconds": time.perf_counter() - start}
         rank_zero_info(f"preemption ({self.saved['signal'] or 'another rank'}): saved {path} at the {where} of "
-                       f"step {trainer.global_step}; stopping")
+                       f"step {trainer.global_step} in {self.saved['seconds']:.1f} s; stopping")
         job = slurm_job_id()
         if self.requeue and job is not None and undetected_slurm_reason() is None:
             self._requeue_job = job  # at teardown (rank 0)
