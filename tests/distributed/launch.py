@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+from launcher_env import launcher_free_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def qed_fit(args: list[str], root: Path, devices: int, strategy: str = "ddp", ti
            *chosen, f"--trainer.default_root_dir={root}",
            f"--trainer.logger.init_args.save_dir={root}", "--trainer.logger.init_args.version=run",
            "--export.enabled=false"]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = launcher_free_environ(PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from launcher_env import launcher_free_environ
 
 from qed_lightning.cli import run_cli
 
@@ -101,7 +102,8 @@ def test_rollout_samples_reach_tensorboard_as_a_table(reference):
 
 
 def test_sigkill_after_three_steps_then_resume_matches_six_steps(reference, tiny_model_dir, tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = launcher_free_environ(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
+                                                           os.environ.get("PYTHONPATH", "")]))
     killed = subprocess.run([sys.executable, "-m", "qed_lightning", *args(tiny_model_dir, tmp_path, 6),
                              hook("KillAtStep", step=3)], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
@@ -145,6 +147,38 @@ def sft_run_args(model_dir, root, *extra):
         "--model.lr=1e-3", "--checkpoint.every_n_train_steps=100", "--export.enabled=false",
         "--ckpt_path=last", *extra,
     ]
+
+
+def test_generation_in_parts_saves_its_finished_groups_and_resumes_to_the_same_weights(reference, tiny_model_dir,
+                                                                                      tmp_path):
+    """With rollout_chunks=3 (one problem per part here) a signal before step 1's
+    generation stops it after its first part: that group (completions and verdicts) is
+    saved, and the resumed step generates only the other two; it ends with the weights
+    of an uninterrupted run in parts, bit for bit. Against one engine call per step,
+    per-sample seeds give the same tokens and rewards, but the engine's log-probs
+    (the ratio's denominator) differ in their last bits with the batch's makeup, so the
+    weights agree to float precision only."""
+    chunked = ("--model.rollout_chunks=3",)
+    whole_in_parts = run_cli(args(tiny_model_dir, tmp_path / "parts", 6, *chunked))
+    assert [r["reward/mean"] for r in metric_rows(tmp_path / "parts")] == [
+        r["reward/mean"] for r in metric_rows(reference)]
+    want = policy_weights(run_dir(reference) / "checkpoints" / "last.ckpt")
+    for name, tensor in whole_in_parts.model.policy.state_dict().items():
+        # AdamW (lr 0.02) turns last-bit differences into up to ~3e-5 after 6 steps
+        torch.testing.assert_close(tensor, want[f"policy.{name}"], atol=1e-4, rtol=0)
+    reference = tmp_path / "parts"
+
+    first = run_cli(args(tiny_model_dir, tmp_path, 6, *chunked, hook("SignalAtStep", step=1, when="before_rollouts")))
+    saved = next(c for c in first.trainer.callbacks if type(c).__name__ == "PreemptionCallback").saved
+    assert saved["where"] == "middle of the rollouts" and saved["step"] == 1
+    pending = torch.load(Path(saved["path"]).parent / "pending_rollouts" / "step_000001.rank0.pt", weights_only=False)
+    assert pending["batch"] is None and len(pending["finished"]) == 1
+    [(completions, verdicts)] = pending["finished"].values()
+    assert len(completions) == len(verdicts) == 4  # the whole group: n = 4
+
+    resumed = run_cli(args(tiny_model_dir, tmp_path, 6, *chunked))
+    rows = assert_finished_like_the_reference(resumed, tmp_path, reference)
+    assert float(rows[1]["judge/items"]) == 12  # the step's verdicts: 4 saved + 8 graded on resume
 
 
 # FSDP2 on one process: sharded strategies restore the checkpoint after their setup,

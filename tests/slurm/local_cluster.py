@@ -75,8 +75,12 @@ def _port_in_use(port: int) -> bool:
 
 
 def _clean_environ() -> dict[str, str]:
-    """The current environment without SLURM_* (e.g. when the suite itself runs in a job)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    """The current environment without SLURM_* (e.g. when the suite itself runs in a job)
+    and without distributed-launch variables (see ``launcher_env``): sbatch exports the
+    submitter's environment into the job."""
+    from launcher_env import launcher_free_environ
+
+    return launcher_free_environ()
 
 
 class LocalSlurmCluster:

@@ -127,10 +127,19 @@ def test_saved_rollouts_round_trip_once_and_refuse_the_wrong_step(tmp_path):
         restored.take(3, 0, 1)
     with pytest.raises(PendingRolloutsError, match="step_000003.rank0.pt: .* file is missing"):
         restored.take(3, 0, 2)
-    batch, metrics = restored.take(3, 1, 2)
+    saved = restored.take(3, 1, 2)
+    batch, metrics = saved["batch"], saved["metrics"]
     assert torch.equal(batch.input_ids, _batch().input_ids) and batch.verdicts[0].score == 7
-    assert metrics == {"rollout/generate_s": 9.0}
+    assert metrics == {"rollout/generate_s": 9.0} and saved["finished"] is None
     assert restored.take(3, 1, 2) is None and restored.state_dict()["step"] is None  # used once
+    # an interrupted generation: only its finished groups
+    finished = {"p0": (_batch().completions[:1], _batch().verdicts[:1])}
+    pending.save(tmp_path, 5, 0, 1, finished=finished)
+    saved = pending.take(5, 0, 1)
+    assert saved["batch"] is None and list(saved["finished"]) == ["p0"]
+    assert saved["finished"]["p0"][1][0].score == 7
+    with pytest.raises(ValueError, match="either a whole batch or the finished groups"):
+        pending.save(tmp_path, 5, 0, 1)
 
 
 def test_sft_sampler_resumes_inside_its_epoch():

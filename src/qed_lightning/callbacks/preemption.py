@@ -5,11 +5,12 @@ of each step the ranks agree on it (one all-reduce: any rank's flag counts); if 
 ``last.ckpt`` is written through the checkpoint callback, the loggers are flushed,
 training stops, and under SLURM rank 0 runs ``scontrol requeue`` once the run has
 ended. A signal at the run's last step lets the run finish instead. The RL module also
-checks the flag when a step's rollouts are finished (``check_after_rollouts``), so a
-step longer than the lead still ends in a resumable save (see ``rollouts/pending.py``).
+checks the flag when a step's rollouts are finished, and between their generation
+parts (``rollout_chunks``), so a step longer than the lead still ends in a resumable
+save of what it finished (see ``rollouts/pending.py``).
 
-Lead time: at least one step plus one save. A save at the rollout boundary needs only
-the rest of the rollout phase plus one save.
+Lead time: at least one step plus one save at the step boundary; with the checks in the
+rollouts, the longest of (one generation part, the training phase) plus one save.
 """
 from __future__ import annotations
 

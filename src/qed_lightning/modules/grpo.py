@@ -37,7 +37,7 @@ from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, Reaso
 from qed_lightning.rollouts.datamodule import ProblemBatch
 from qed_lightning.rollouts.microbatch import pack_rollouts
 from qed_lightning.rollouts.pending import PendingRollouts
-from qed_lightning.rollouts.producer import RolloutProducer
+from qed_lightning.rollouts.producer import RolloutProducer, RolloutsInterrupted
 from qed_lightning.rollouts.prompts import PROOF_PROMPT
 from qed_lightning.rollouts.records import RolloutRecorder
 
@@ -86,6 +86,10 @@ class GRPOModule(pl.LightningModule):
         max_consecutive_skips: Skipped steps in a row (non-finite gradients, nothing to
             learn from) before the run stops.
         records: Rollout record settings.
+        rollout_chunks: Generate and grade each step's problems in this many parts; a
+            preemption signal is checked between parts, and the finished groups are saved
+            with the checkpoint, so a generation longer than the signal's lead still ends
+            in a save that keeps most of it. 1: one engine call per step (RC: always one).
         reasoning_cache: RC training (``ReasoningCacheSettings``): each step's groups are
             sampled on (problem, summary) states built by reason -> summarize cycles with
             the current policy. None: plain single-turn rollouts.
@@ -126,6 +130,7 @@ class GRPOModule(pl.LightningModule):
         on_long_prompt: str = "skip",
         max_consecutive_skips: int = 5,
         records: RecordSettings = RecordSettings(),
+        rollout_chunks: int = 1,
         reasoning_cache: ReasoningCacheSettings | None = None,
         summarizer: CompletionClient | None = None,
     ) -> None:
@@ -232,7 +237,7 @@ class GRPOModule(pl.LightningModule):
                                    rank=self.global_rank if self.trainer.world_size > 1 else None)
         self._recorder = recorder
         self.producer = RolloutProducer(self.engine, self.judge, self.tokenizer, self.sampling, hp.prompt_template,
-                                        hp.seed, hp.on_long_prompt, recorder)
+                                        hp.seed, hp.on_long_prompt, recorder, chunks=hp.rollout_chunks)
         if self.rc_settings is not None:
             self.producer = ReasoningCacheProducer(self.producer, self.rc_settings, self.summarizer, seed=hp.seed)
             self.checkpoint_state.register("reasoning_cache", self.producer)
@@ -281,11 +286,18 @@ class GRPOModule(pl.LightningModule):
         hp = self.hparams
         step, t0 = self.global_step, time.perf_counter()
         pending = self.pending_rollouts.take(step, self.global_rank, self.trainer.world_size)
-        if pending is not None:  # resumed after a save at the end of this step's rollouts
-            rollouts, self.producer.last_metrics = pending
+        from_saved = pending is not None and pending["batch"] is not None
+        if from_saved:  # resumed after a save at the end of this step's rollouts
+            rollouts, self.producer.last_metrics = pending["batch"], pending["metrics"]
         else:
-            rollouts = self.producer.produce(batch.problems, step, expected_version=step)
-            if self._save_rollouts_if_preempted(step, rollouts):
+            try:
+                rollouts = self._produce(batch.problems, step, pending["finished"] if pending else None)
+            except RolloutsInterrupted as stop:  # between generation chunks
+                self._save_pending_and_stop(step, "middle of the rollouts", finished=stop.finished)
+                return None
+            if self._preemption_agreed():
+                self._save_pending_and_stop(step, "end of the rollouts", batch=rollouts,
+                                            metrics=self.producer.last_metrics)
                 return None
         self.engine.sleep()
         t_rollout = time.perf_counter() - t0
@@ -331,20 +343,30 @@ class GRPOModule(pl.LightningModule):
         t2 = time.perf_counter()
         self._push_weights()
         t_sync = time.perf_counter() - t2
-        self._log_step(step, pending is not None, rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
+        self._log_step(step, from_saved, rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
                        {"rollout": t_rollout, "train": t_train, "sync": t_sync})
 
-    def _save_rollouts_if_preempted(self, step: int, rollouts) -> bool:
-        """A preemption signal that arrived during generation: save now, with this step's
-        rollouts (the weights have not moved yet), rather than after a whole step."""
+    def _produce(self, problems, step: int, finished: dict | None):
+        """This step's rollouts; plain rollouts generated in parts check for a preemption
+        between parts and can continue from the finished groups of an earlier start."""
+        if not isinstance(self.producer, RolloutProducer):  # the reasoning cache: one phase
+            return self.producer.produce(problems, step, expected_version=step)
+        return self.producer.produce(problems, step, expected_version=step, finished=finished,
+                                     stop_requested=self._preemption_agreed)
+
+    def _preemption_agreed(self) -> bool:
+        """Whether the ranks agree to stop for a preemption (a collective, or False with
+        no preemption callback)."""
         preemption = find_preemption_callback(self.trainer)
-        if preemption is None or not preemption.check_after_rollouts(self.trainer):
-            return False
+        return preemption is not None and preemption.check_after_rollouts(self.trainer)
+
+    def _save_pending_and_stop(self, step: int, where: str, **saved) -> None:
+        """A preemption signal during the rollouts: save now, with what they finished
+        (the weights have not moved yet), rather than after a whole step."""
+        preemption = find_preemption_callback(self.trainer)
         directory = Path(preemption.checkpoint_dir(self.trainer)) / "pending_rollouts"
-        self.pending_rollouts.save(directory, step, self.global_rank, self.trainer.world_size, rollouts,
-                                   self.producer.last_metrics)
-        preemption.save_and_stop(self.trainer, "end of the rollouts", mid_step=True)
-        return True
+        self.pending_rollouts.save(directory, step, self.global_rank, self.trainer.world_size, **saved)
+        preemption.save_and_stop(self.trainer, where, mid_step=True)
 
     def _accumulate(self, micro_batches: list, norms: StepNorms, totals: dict) -> None:
         """Backward every micro-batch of the step (the same count on every rank, see

@@ -5,7 +5,10 @@ signal lead. When the signal arrives during generation, the run saves at the end
 the rollout phase instead of the end of the step: the checkpoint holds the weights
 the rollouts were sampled with (the step has not trained yet), and each rank writes
 its finished generations and verdicts beside it. The resumed run trains step N on
-exactly those rollouts instead of generating them again.
+exactly those rollouts instead of generating them again. With generation in parts
+(``RolloutProducer(chunks=k)``) a stop can also come between parts: then the finished
+groups (completions and verdicts) are saved, and the resumed step generates only the
+rest.
 """
 from __future__ import annotations
 
@@ -36,15 +39,22 @@ class PendingRollouts:
     def path(directory: Path, step: int, rank: int) -> Path:
         return Path(directory) / f"step_{step:06d}.rank{rank}.pt"
 
-    def save(self, directory: str | Path, step: int, rank: int, world_size: int, batch: RolloutBatch,
-             metrics: dict[str, float]) -> Path:
+    def save(self, directory: str | Path, step: int, rank: int, world_size: int, batch: RolloutBatch | None = None,
+             metrics: dict[str, float] | None = None, finished: dict | None = None) -> Path:
+        """This rank's share of ``step``: the whole ``batch`` (rollouts done) with its
+        ``metrics``, or the ``finished`` groups of an interrupted generation
+        (problem id -> (completions, verdicts))."""
+        if (batch is None) == (finished is None):
+            raise ValueError("save either a whole batch or the finished groups")
         path = self.path(Path(directory), step, rank)
-        atomic_torch_save({"step": step, "rank": rank, "batch": batch, "metrics": dict(metrics)}, path)
+        atomic_torch_save({"step": step, "rank": rank, "batch": batch, "metrics": dict(metrics or {}),
+                           "finished": finished}, path)
         self.step, self.directory, self.world_size = step, Path(directory), world_size
         return path
 
-    def take(self, step: int, rank: int, world_size: int) -> tuple[RolloutBatch, dict[str, float]] | None:
-        """The saved rollouts of ``step`` for ``rank`` (once), or None when none wait."""
+    def take(self, step: int, rank: int, world_size: int) -> dict | None:
+        """The saved rollouts of ``step`` for ``rank`` (once): ``{"batch", "metrics",
+        "finished"}`` (batch None when only finished groups were saved), or None."""
         if self.step is None:
             return None
         if self.step != step:
@@ -65,7 +75,7 @@ class PendingRollouts:
             raise PendingRolloutsError(f"{path}: holds step {saved.get('step')} rank {saved.get('rank')}, "
                                        f"expected step {step} rank {rank}")
         self.step = None  # used: later checkpoints no longer refer to it
-        return saved["batch"], saved["metrics"]
+        return {"batch": saved["batch"], "metrics": saved["metrics"], "finished": saved.get("finished")}
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "directory": None if self.directory is None else str(self.directory),
