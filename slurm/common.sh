@@ -53,8 +53,9 @@ qed_fit() {
 start_server() {
   local node=$1 port=$2 gpus=$3 model=$4
   shift 4
-  # no --overlap: two servers on one node (rc.sbatch) must not share GPUs
-  local flags=(--nodes=1 --ntasks=1 --nodelist="$node")
+  # --exact with its own CPU count: without it a step takes every CPU of the node, and
+  # a second server on that node (rc.sbatch) would wait for the first to end
+  local flags=(--nodes=1 --ntasks=1 --nodelist="$node" --exact --cpus-per-task="${SERVER_CPUS:-16}")
   [ "$QED_ACCELERATOR" = gpu ] && flags+=(--gpus-per-node="$gpus")
   log "vllm serve $model on $node:$port ($gpus GPU(s))"
   srun "${flags[@]}" \

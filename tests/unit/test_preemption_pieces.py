@@ -188,3 +188,16 @@ def test_a_refused_requeue_fails_the_run_instead_of_ending_it_quietly(monkeypatc
     callback.teardown(_Trainer(), None, "fit")
     callback.teardown(_Trainer(), None, "fit")  # once only
     assert calls == ["812"]
+
+
+def test_lightning_reaches_the_sft_sampler_each_epoch():
+    """Lightning calls set_epoch on ``dataloader.sampler`` and ``batch_sampler.sampler``
+    at each epoch start; StepSampler is the loader's batch sampler, so it must be found
+    there, or every epoch would repeat the first one's order."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    sampler = StepSampler(10, 3, shuffle=True, seed=5)
+    loader = torch.utils.data.DataLoader(list(range(10)), batch_sampler=sampler)
+    first = list(sampler)
+    _set_sampler_epoch(loader, 1)
+    assert sampler.epoch == 1 and list(sampler) != first

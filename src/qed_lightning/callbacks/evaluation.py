@@ -90,7 +90,8 @@ class EvaluationCallback(pl.Callback):
             logger.log_metrics(metrics, step=step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
+        # after a save inside the step (preemption), the step did not train: nothing to evaluate
+        if trainer.global_step % self.every_n_steps == 0 and not preempted(trainer):
             self._evaluate(trainer, pl_module)
 
     def on_fit_end(self, trainer, pl_module) -> None:

@@ -4,7 +4,7 @@ A signal (SLURM: ``#SBATCH --signal=USR1@<lead>``) only raises a flag. At the en
 of each step the ranks agree on it (one all-reduce: any rank's flag counts); if set,
 ``last.ckpt`` is written through the checkpoint callback, the loggers are flushed,
 training stops, and under SLURM rank 0 runs ``scontrol requeue`` once the run has
-ended. A signal at the run's last step lets the run finish instead. The RL module also
+ended. A signal seen at the boundary of the run's last step lets the run finish instead. The RL module also
 checks the flag when a step's rollouts are finished, and between their generation
 parts (``rollout_chunks``), so a step longer than the lead still ends in a resumable
 save of what it finished (see ``rollouts/pending.py``).

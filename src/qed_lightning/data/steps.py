@@ -56,6 +56,12 @@ class StepSampler(torch.utils.data.Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> "StepSampler":
+        # Lightning calls ``set_epoch`` on ``dataloader.sampler`` and on
+        # ``dataloader.batch_sampler.sampler`` only; this batch sampler is its own sampler.
+        return self
+
     def __len__(self) -> int:
         return math.ceil(self.num_examples / self.samples_per_step)
 

@@ -90,6 +90,8 @@ class GRPOModule(pl.LightningModule):
             preemption signal is checked between parts, and the finished groups are saved
             with the checkpoint, so a generation longer than the signal's lead still ends
             in a save that keeps most of it. 1: one engine call per step (RC: always one).
+            The judge grades each part in its own call, so its ``max_failed_batches``
+            counts parts.
         reasoning_cache: RC training (``ReasoningCacheSettings``): each step's groups are
             sampled on (problem, summary) states built by reason -> summarize cycles with
             the current policy. None: plain single-turn rollouts.
@@ -237,7 +239,8 @@ class GRPOModule(pl.LightningModule):
                                    rank=self.global_rank if self.trainer.world_size > 1 else None)
         self._recorder = recorder
         self.producer = RolloutProducer(self.engine, self.judge, self.tokenizer, self.sampling, hp.prompt_template,
-                                        hp.seed, hp.on_long_prompt, recorder, chunks=hp.rollout_chunks)
+                                        hp.seed, hp.on_long_prompt, recorder,
+                                        chunks=hp.rollout_chunks if self.rc_settings is None else 1)
         if self.rc_settings is not None:
             self.producer = ReasoningCacheProducer(self.producer, self.rc_settings, self.summarizer, seed=hp.seed)
             self.checkpoint_state.register("reasoning_cache", self.producer)

@@ -51,9 +51,10 @@ class RolloutProducer:
             plus ``max_tokens`` exceeds the engine's context.
         recorder: Where rollout records go (None: nowhere).
         chunks: Generate and grade a step's problems in this many parts, so that a stop
-            asked for mid-generation keeps what is finished (see ``produce``). Samples do
-            not depend on it (each is seeded on its own); fewer prompts per engine call
-            can cost throughput at each part's tail.
+            asked for mid-generation keeps what is finished (see ``produce``). Each sample
+            is seeded on its own, but the engine's numerics (log-probs; on GPUs possibly
+            tokens) can depend on a batch's makeup; fewer prompts per engine call can cost
+            throughput at each part's tail.
     """
 
     def __init__(self, engine: RolloutEngine, judge: Judge, tokenizer, sampling: SamplingSettings,
@@ -139,9 +140,10 @@ class RolloutProducer:
                 g, v, times = self._generate_and_grade([kept[i] for i in todo], [prompt_ids[i] for i in todo], step,
                                                        expected_version)
                 gen_s, judge_s = gen_s + times[0], judge_s + times[1]
-                n = self.sampling.n
-                for k, i in enumerate(todo):
-                    done[kept[i].id] = (g[k], v[k * n:(k + 1) * n])
+                start = 0
+                for k, i in enumerate(todo):  # verdicts are flat, group-major
+                    done[kept[i].id] = (g[k], v[start:start + len(g[k])])
+                    start += len(g[k])
             if number < len(parts) - 1 and stop_requested is not None and stop_requested():
                 raise RolloutsInterrupted(step, {p.id: done[p.id] for p in kept if p.id in done})
         groups = [done[p.id][0] for p in kept]
