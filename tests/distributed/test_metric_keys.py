@@ -4,7 +4,7 @@ logged as 0 on the others instead of shifting every later metric."""
 import torch
 import torch.distributed as dist
 
-from qed_lightning.modules.grpo import _same_keys_on_every_rank
+from qed_lightning.modules.collective_steps import same_keys_on_every_rank
 
 from .spawn import run_on_ranks
 
@@ -15,7 +15,7 @@ PER_RANK = [
 
 
 def _check(rank, world):
-    metrics = _same_keys_on_every_rank(PER_RANK[rank])
+    metrics = same_keys_on_every_rank(PER_RANK[rank])
     assert list(metrics) == ["judge/errors/no_verdict", "judge/errors/timeout", "judge/latency_p50", "reward/mean"]
     summed = torch.tensor(list(metrics.values()), dtype=torch.float64)
     dist.all_reduce(summed)

@@ -14,7 +14,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-__all__ = ["backward_sync", "clip_grad_norm", "micro_batch_count", "push_from_rank_zero", "zero_loss"]
+__all__ = ["backward_sync", "clip_grad_norm", "micro_batch_count", "push_from_rank_zero", "same_keys_on_every_rank",
+           "zero_loss"]
 
 
 def micro_batch_count(strategy, local: int, world_size: int, device) -> int:
@@ -76,3 +77,16 @@ def push_from_rank_zero(weights: Iterable, push: Callable[[Iterable], None], is_
         if error is not None:
             raise error
         raise WeightPushError("rank 0 failed to push the weights to the shared engine (see its error)")
+
+
+def same_keys_on_every_rank(metrics: dict[str, float]) -> dict[str, float]:
+    """Some metrics exist only where they happened (an error kind, judge latencies
+    when a rank made calls): every rank must log the same keys in the same order, or
+    the synced reductions pair up different metrics and a rank waits forever. A key
+    missing on a rank counts 0 there. A collective (object all-gather)."""
+    import torch.distributed as dist
+
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, sorted(metrics))
+    keys = sorted(set().union(*gathered))
+    return {k: float(metrics.get(k, 0.0)) for k in keys}

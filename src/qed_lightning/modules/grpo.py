@@ -16,7 +16,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from qed_lightning.callbacks.preemption import find_preemption_callback
 from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegistry, RNGState
 from qed_lightning.contracts import SamplingSettings
 from qed_lightning.engines.full_weights import full_weights_for_push
@@ -28,7 +27,8 @@ from qed_lightning.losses.policy import StepNorms, get_policy_loss
 from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
 from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
 from qed_lightning.modules.collective_steps import (backward_sync, clip_grad_norm, micro_batch_count,
-                                                    push_from_rank_zero, zero_loss)
+                                                    push_from_rank_zero, same_keys_on_every_rank, zero_loss)
+from qed_lightning.modules.preemptible_rollouts import step_rollouts
 from qed_lightning.modules.rl_metrics import step_metrics
 from qed_lightning.modules.sharding import RootForward, shard_model
 from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
@@ -37,7 +37,7 @@ from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, Reaso
 from qed_lightning.rollouts.datamodule import ProblemBatch
 from qed_lightning.rollouts.microbatch import pack_rollouts
 from qed_lightning.rollouts.pending import PendingRollouts
-from qed_lightning.rollouts.producer import RolloutProducer, RolloutsInterrupted
+from qed_lightning.rollouts.producer import RolloutProducer
 from qed_lightning.rollouts.prompts import PROOF_PROMPT
 from qed_lightning.rollouts.records import RolloutRecorder
 
@@ -288,20 +288,9 @@ class GRPOModule(pl.LightningModule):
     def training_step(self, batch: ProblemBatch, batch_idx: int):
         hp = self.hparams
         step, t0 = self.global_step, time.perf_counter()
-        pending = self.pending_rollouts.take(step, self.global_rank, self.trainer.world_size)
-        from_saved = pending is not None and pending["batch"] is not None
-        if from_saved:  # resumed after a save at the end of this step's rollouts
-            rollouts, self.producer.last_metrics = pending["batch"], pending["metrics"]
-        else:
-            try:
-                rollouts = self._produce(batch.problems, step, pending["finished"] if pending else None)
-            except RolloutsInterrupted as stop:  # between generation chunks
-                self._save_pending_and_stop(step, "middle of the rollouts", finished=stop.finished)
-                return None
-            if self._preemption_agreed():
-                self._save_pending_and_stop(step, "end of the rollouts", batch=rollouts,
-                                            metrics=self.producer.last_metrics)
-                return None
+        rollouts, from_saved = step_rollouts(self.trainer, self.producer, self.pending_rollouts, batch.problems, step)
+        if rollouts is None:  # saved for a preemption: this step trains after the requeue
+            return None
         self.engine.sleep()
         t_rollout = time.perf_counter() - t0
 
@@ -348,28 +337,6 @@ class GRPOModule(pl.LightningModule):
         t_sync = time.perf_counter() - t2
         self._log_step(step, from_saved, rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
                        {"rollout": t_rollout, "train": t_train, "sync": t_sync})
-
-    def _produce(self, problems, step: int, finished: dict | None):
-        """This step's rollouts; plain rollouts generated in parts check for a preemption
-        between parts and can continue from the finished groups of an earlier start."""
-        if not isinstance(self.producer, RolloutProducer):  # the reasoning cache: one phase
-            return self.producer.produce(problems, step, expected_version=step)
-        return self.producer.produce(problems, step, expected_version=step, finished=finished,
-                                     stop_requested=self._preemption_agreed)
-
-    def _preemption_agreed(self) -> bool:
-        """Whether the ranks agree to stop for a preemption (a collective, or False with
-        no preemption callback)."""
-        preemption = find_preemption_callback(self.trainer)
-        return preemption is not None and preemption.check_after_rollouts(self.trainer)
-
-    def _save_pending_and_stop(self, step: int, where: str, **saved) -> None:
-        """A preemption signal during the rollouts: save now, with what they finished
-        (the weights have not moved yet), rather than after a whole step."""
-        preemption = find_preemption_callback(self.trainer)
-        directory = Path(preemption.checkpoint_dir(self.trainer)) / "pending_rollouts"
-        self.pending_rollouts.save(directory, step, self.global_rank, self.trainer.world_size, **saved)
-        preemption.save_and_stop(self.trainer, where, mid_step=True)
 
     def _accumulate(self, micro_batches: list, norms: StepNorms, totals: dict) -> None:
         """Backward every micro-batch of the step (the same count on every rank, see
@@ -476,7 +443,7 @@ class GRPOModule(pl.LightningModule):
         # the mean over ranks of a rank's mean is the step's mean; maxima take the max.
         sync = self.trainer.world_size > 1
         if sync:
-            metrics = _same_keys_on_every_rank(metrics)
+            metrics = same_keys_on_every_rank(metrics)
         # Counts add up over ranks.
         maxima = {k: v for k, v in metrics.items() if k.endswith("_max")}
         counts = {k: v for k, v in metrics.items() if k in _COUNT_METRICS}
@@ -504,19 +471,6 @@ class GRPOModule(pl.LightningModule):
         if self.reference is not None and "state_dict" in checkpoint:
             # Runs before the weights load: strict loading finds the reference's own tensors.
             checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
-
-
-def _same_keys_on_every_rank(metrics: dict[str, float]) -> dict[str, float]:
-    """Some metrics exist only where they happened (an error kind, judge latencies
-    when a rank made calls): every rank must log the same keys in the same order, or
-    the synced reductions pair up different metrics and a rank waits forever. A key
-    missing on a rank counts 0 there."""
-    import torch.distributed as dist
-
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, sorted(metrics))
-    keys = sorted(set().union(*gathered))
-    return {k: float(metrics.get(k, 0.0)) for k in keys}
 
 
 _COUNT_METRICS = frozenset({"train/kept_samples", "rollout/completion_tokens", "rollout/skipped_long_prompts"})
