@@ -57,6 +57,20 @@ class QedCLI(LightningCLI):
         # checkpoints) of its first start: the logger version is the job id.
         config = self.config[self.subcommand] if self.subcommand else self.config
         pin_logger_versions(config.trainer)
+        fill_run_seed(config)
+
+
+def fill_run_seed(config) -> None:
+    """A model or data ``seed`` left unset takes the run's ``seed_everything`` (an int
+    by now: LightningCLI has resolved ``true`` to the seed it drew), so the saved
+    config.yaml says which seed sampled the rollouts and ordered the data."""
+    seed = config.get("seed_everything")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return
+    for section in ("model", "data"):
+        init_args = (config.get(section) or {}).get("init_args") if hasattr(config.get(section), "get") else None
+        if init_args is not None and "seed" in init_args and init_args["seed"] is None:
+            init_args["seed"] = seed
 
 
 def run_cli(args: Sequence[str] | None = None, run: bool = True) -> QedCLI:

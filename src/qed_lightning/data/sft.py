@@ -15,6 +15,7 @@ from qed_lightning.data.records import SFTColumns, rows_to_sft_examples
 from qed_lightning.data.rendering import TokenizedExample, render_sft_example
 from qed_lightning.data.sources import DataSourceError, iter_rows
 from qed_lightning.data.steps import ExampleList, StepCollator, StepSampler
+from qed_lightning.seeding import run_seed
 
 OVERLONG_POLICIES = ("drop", "error")
 
@@ -57,7 +58,7 @@ class SFTDataModule(pl.LightningDataModule):
         micro_batch_size: Samples per padded micro-batch (when packing is off).
         val_fraction: Share of examples held out for validation loss.
         shuffle: Reshuffle the training examples every epoch.
-        seed: Seed of the shuffle and of the validation split.
+        seed: Seed of the shuffle and of the validation split (None: the run's ``seed_everything``).
         num_workers: DataLoader worker processes.
     """
 
@@ -82,7 +83,7 @@ class SFTDataModule(pl.LightningDataModule):
         micro_batch_size: int = 4,
         val_fraction: float = 0.0,
         shuffle: bool = True,
-        seed: int = 0,
+        seed: int | None = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
@@ -95,6 +96,7 @@ class SFTDataModule(pl.LightningDataModule):
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters()
+        self.hparams.seed = run_seed(seed)
         self.columns = SFTColumns(
             problem=problem_column, response=response_column, reasoning=reasoning_column, id=id_column
         )

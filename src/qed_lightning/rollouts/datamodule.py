@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from qed_lightning.contracts import Problem
 from qed_lightning.data.sources import DataSourceError, iter_rows
 from qed_lightning.rollouts.problems import ProblemColumns, rows_to_problems
+from qed_lightning.seeding import run_seed
 
 __all__ = ["ProblemBatch", "RolloutDataModule", "problems_for_step"]
 
@@ -79,7 +80,7 @@ class RolloutDataModule(pl.LightningDataModule):
         difficulty_filter: Keep mean reward < ``max_reward_mean`` and std > ``min_reward_std``
             (the paper's FineProofs-RL selection; needs ``reward_mean``/``reward_std``).
         prompts_per_step: Problems per RL step across all ranks (paper: 64).
-        seed: Seed of the problem order.
+        seed: Seed of the problem order (None: the run's ``seed_everything``).
     """
 
     def __init__(
@@ -96,7 +97,7 @@ class RolloutDataModule(pl.LightningDataModule):
         max_reward_mean: float = 0.7,
         min_reward_std: float = 0.08,
         prompts_per_step: int = 64,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if prompts_per_step < 1:
@@ -105,7 +106,7 @@ class RolloutDataModule(pl.LightningDataModule):
         self.columns = ProblemColumns(problem=problem_column, rubric=rubric_column, id=id_column,
                                       reference_solution=reference_column)
         self.difficulty_filter, self.max_reward_mean, self.min_reward_std = difficulty_filter, max_reward_mean, min_reward_std
-        self.prompts_per_step, self.seed = prompts_per_step, seed
+        self.prompts_per_step, self.seed = prompts_per_step, run_seed(seed)
         self.problems: list[Problem] = []
         self.start_step = 0
 
