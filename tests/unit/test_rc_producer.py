@@ -87,14 +87,26 @@ def test_groups_are_sampled_per_state_and_graded_against_the_original_problem(ti
         assert state.problem.statement in prompt
         if state.turn > 0:  # the summary in force at that state is in the prompt
             assert state.summary.startswith("I tried idea number") and state.summary in prompt
-    # every graded item (cycle turns for metrics, then rollouts) names the original problem and rubric
-    assert {(i.problem.statement, i.problem.rubric) for i in judge.items} == {(p.statement, p.rubric) for p in PROBLEMS}
+    # every graded item (cycle turns for metrics, then rollouts) names the original problem and rubric, the
+    # statement wrapped in the RL proof prompt as the paper's RC grader gets it (not the raw statement)
+    wrapped = {(f"Generate a rigorous proof to the following question:\n\n{p.statement}", p.rubric) for p in PROBLEMS}
+    assert {(i.problem.statement, i.problem.rubric) for i in judge.items} == wrapped
+    assert len(judge.items) == 6 + 12
+
     m = rc.last_metrics
     assert m["rc/reasoning_turns"] == 6 and m["rc/summary_turns"] == 6 and m["rc/summarizer_failures"] == 0
     assert m["rc/cycle_turn1_reward"] == pytest.approx(2 / 7)  # "idea" + "e" and "rc/improvement_turn2" in m
     assert sum(m[f"rc/turn{k}_groups"] for k in (1, 2, 3)) == 6
     # the summarizer saw the chain of thought of the turn before, not its answer
     assert "idea 1." in summarizer.prompts[0] and "proof e" not in summarizer.prompts[0]
+
+
+def test_grader_problem_template_is_a_setting(tiny_qwen3_tokenizer):
+    rc, _, judge = producer(tiny_qwen3_tokenizer, Summarizer(), grader_problem_template="{problem}")
+    rc.produce(PROBLEMS, step=0, expected_version=0)
+    assert {i.problem.statement for i in judge.items} == {p.statement for p in PROBLEMS}
+    with pytest.raises(ValueError, match="grader_problem_template"):
+        ReasoningCacheSettings(grader_problem_template="no placeholder")
 
 
 def test_policy_summarizes_itself_with_the_summary_sampling(tiny_qwen3_tokenizer):

@@ -3,7 +3,8 @@
 For the problems of a step, the current policy runs the reasoning-cache cycles (one
 trajectory per problem) with a frozen summarizer, or with itself; ``states_per_problem``
 of each trajectory's states are kept and ``sampling.n`` rollouts drawn from each, each
-graded by the judge against the *original* problem and its rubric. A group is the
+graded by the judge against the *original* problem and its rubric (the statement inside
+the RL proof prompt, as the paper's RC grader sees it). A group is the
 rollouts of one state; only those rollouts are trained, never the summaries. With a
 ``StatePool`` attached (``ReasoningCacheCallback``), problems whose states are in the
 pool are served from it instead of being built in the step.
@@ -29,8 +30,9 @@ from qed_lightning.reasoning_cache.states import sample_states
 from qed_lightning.reasoning_cache.trajectory import State, Trajectory
 from qed_lightning.rollouts.batch import RolloutBatch
 from qed_lightning.rollouts.producer import RolloutProducer
+from qed_lightning.rollouts.prompts import PROOF_PROMPT
 
-__all__ = ["ReasoningCacheProducer", "ReasoningCacheSettings", "state_problem"]
+__all__ = ["ReasoningCacheProducer", "ReasoningCacheSettings", "graded_problem", "state_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ class ReasoningCacheSettings:
             beyond the summarizer's own max_tokens.
         grade_cycle_turns: Grade the state-building reasoning turns against the problem
             too, for per-turn rewards and turn-over-turn improvement (metrics only).
+        grader_problem_template: The problem statement the judge grades against, around
+            ``{problem}``. The paper's RC grader gets the original problem wrapped in the
+            RL proof prompt (its RC prompts carry the raw statement, so the grader would
+            otherwise see a different problem text from plain RL's prompt); ``{problem}``
+            passes the raw statement.
     """
 
     cycles: int = 3
@@ -62,18 +69,29 @@ class ReasoningCacheSettings:
     summary_max_tokens: int = 2048
     max_summary_tokens: int | None = None
     grade_cycle_turns: bool = True
+    grader_problem_template: str = PROOF_PROMPT
 
     def __post_init__(self) -> None:
+        if self.grader_problem_template.count("{problem}") != 1:
+            raise ValueError("reasoning_cache.grader_problem_template must contain '{problem}' exactly once, "
+                             f"got {self.grader_problem_template!r}")
         if self.cycles < 1 or self.states_per_problem < 1:
             raise ValueError(f"reasoning_cache: cycles ({self.cycles}) and states_per_problem "
                              f"({self.states_per_problem}) must be >= 1")
 
 
-def state_problem(state: State) -> Problem:
-    """The problem of a state's group: the original problem (its statement and rubric
-    are what the judge grades against) under an id that names the turn, so the group's
-    sample seeds and records differ from the other states of the same problem."""
-    return dataclasses.replace(state.problem, id=f"{state.problem.id}#rc{state.turn}")
+def state_problem(state: State, grader_template: str = "{problem}") -> Problem:
+    """The problem of a state's group: the original problem (its rubric, and its
+    statement inside ``grader_template``, are what the judge grades against) under an id
+    that names the turn, so the group's sample seeds and records differ from the other
+    states of the same problem."""
+    return dataclasses.replace(graded_problem(state.problem, grader_template), id=f"{state.problem.id}#rc{state.turn}")
+
+
+def graded_problem(problem: Problem, grader_template: str) -> Problem:
+    """``problem`` with its statement as the judge should see it (a plain replace: LaTeX
+    braces in the statement are not format fields)."""
+    return dataclasses.replace(problem, statement=grader_template.replace("{problem}", problem.statement))
 
 
 class ReasoningCacheProducer:
@@ -144,7 +162,8 @@ class ReasoningCacheProducer:
         self._refresh_metrics = {**metrics, "rc/pool_refreshed": 1.0, "rc/pool_problems": float(len(self.pool))}
 
     def _turn_rewards(self, trajectories: list[Trajectory]) -> dict[str, float]:
-        items = [GradingItem(t.problem, turn.text) for t in trajectories for turn in t.reasoning]
+        template = self.settings.grader_problem_template
+        items = [GradingItem(graded_problem(t.problem, template), turn.text) for t in trajectories for turn in t.reasoning]
         if not items:
             return {}
         verdicts = self.rollouts.judge.grade(items)
@@ -182,7 +201,8 @@ class ReasoningCacheProducer:
         if not states:
             raise ValueError(f"step {step}: no servable reasoning-cache state for any of {len(problems)} problems")
         messages = [self.prompts.reason(st.problem.statement, st.summary) for st in states]
-        batch = self.rollouts.produce([state_problem(st) for st in states], step, expected_version, messages=messages)
+        graded = [state_problem(st, self.settings.grader_problem_template) for st in states]
+        batch = self.rollouts.produce(graded, step, expected_version, messages=messages)
         kept_states = [states[i] for i in self.rollouts.last_kept]
         metrics.update(self.rollouts.last_metrics)
         metrics.update(_state_rewards(batch, kept_states))
