@@ -39,7 +39,7 @@ def read_metrics(run_dir):
 @pytest.fixture(scope="module")
 def first_run(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sft")
-    return fit(tmp, tiny_model_dir, "--trainer.max_epochs=2"), tmp
+    return fit(tmp, tiny_model_dir, "--trainer.max_epochs=2", "--checkpoint.keep_steps=[2]"), tmp
 
 
 def test_fit_writes_metrics_checkpoints_metadata_and_learns(first_run):
@@ -52,7 +52,8 @@ def test_fit_writes_metrics_checkpoints_metadata_and_learns(first_run):
     assert all(float(r["train/tokens_per_s"]) > 0 and float(r["train/target_tokens"]) > 0 for r in rows)
     assert any(r.get("val/loss") for r in read_metrics(run_dir))
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    assert ckpts == ["last.ckpt", "step000004.ckpt", "step000006.ckpt"], ckpts  # keep_last=2
+    # keep_last=2, and step 2 kept by keep_steps (as the SFT config keeps the steps RL may start from)
+    assert ckpts == ["last.ckpt", "step000002.ckpt", "step000004.ckpt", "step000006.ckpt"], ckpts
     assert (run_dir / "config.yaml").exists()
     meta = (run_dir / "run_metadata.json").read_text()
     assert '"torch"' in meta and '"lightning"' in meta

@@ -1,8 +1,12 @@
 """Checkpoint cadence and retention: the newest ``keep_last`` step checkpoints plus
-``last.ckpt``, every write atomic, and the final step always saved."""
+``last.ckpt`` and the checkpoints of ``keep_steps``, every write atomic, and the final
+step always saved."""
 from __future__ import annotations
 
+import re
 import warnings
+from pathlib import Path
+from typing import Sequence
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -14,6 +18,9 @@ from qed_lightning.checkpointing.atomic_io import AtomicCheckpointIO
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
+_STEP_FILE = re.compile(r"step(\d+)(?:-v\d+)?\.ckpt")
+
+
 class QedCheckpoint(ModelCheckpoint):
     """Keeps the latest checkpoints by step.
 
@@ -22,6 +29,9 @@ class QedCheckpoint(ModelCheckpoint):
         every_n_train_steps: Save every this many optimizer steps (the end of
             training is always saved).
         keep_last: How many step checkpoints to keep (``-1`` keeps all).
+        keep_steps: Steps whose checkpoints are never removed by ``keep_last`` (e.g. the
+            SFT steps a later stage may start from; each must be a multiple of
+            ``every_n_train_steps`` or the run's last step to be written at all).
         save_last: Also maintain ``last.ckpt`` for resuming.
     """
 
@@ -30,8 +40,10 @@ class QedCheckpoint(ModelCheckpoint):
         dirpath: str | None = None,
         every_n_train_steps: int = 50,
         keep_last: int = 2,
+        keep_steps: Sequence[int] = (),
         save_last: bool = True,
     ) -> None:
+        self.keep_steps = frozenset(int(s) for s in keep_steps)
         # "step" is always among ModelCheckpoint's monitor candidates, so ranking by
         # it (mode="max") keeps the newest ``keep_last`` files.
         super().__init__(
@@ -44,6 +56,13 @@ class QedCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps,
             save_last=save_last,
         )
+
+    def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        # Retention by keep_last still forgets the file; only its deletion is skipped.
+        match = _STEP_FILE.fullmatch(Path(filepath).name)
+        if match is not None and int(match.group(1)) in self.keep_steps:
+            return
+        super()._remove_checkpoint(trainer, filepath)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
