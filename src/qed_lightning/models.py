@@ -77,13 +77,22 @@ def load_tokenizer(name: str, revision: str | None = None):
     return tokenizer
 
 
-def load_policy(name: str, revision: str | None = None, dtype: str = "float32"):
-    """A causal LM in ``dtype`` from an alias, a local directory, or a hub id at ``revision``."""
+def load_policy(name: str, revision: str | None = None, dtype: str = "float32", attn_implementation: str | None = None):
+    """A causal LM in ``dtype`` from an alias, a local directory, or a hub id at ``revision``.
+
+    ``attn_implementation``: None picks one (``attention.choose_attention``: flash
+    attention on CUDA when installed, since the trainers pack samples into rows)."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import is_flash_attn_2_available
+
+    from qed_lightning.attention import choose_attention
 
     path = resolve_model_path(name)
     kwargs = {} if _is_local(path) else {"revision": revision}
-    log.info("loading policy %s (%s)", name, path)
+    attention = choose_attention(attn_implementation, torch.cuda.is_available(), is_flash_attn_2_available())
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
+    log.info("loading policy %s (%s), attention %s", name, path, attention or "default")
     return AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype), **kwargs)
 
 
