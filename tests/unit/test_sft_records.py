@@ -77,3 +77,19 @@ def test_step_sampler_covers_each_example_once_per_epoch_across_ranks():
     # masked padding copy (negative index) so every rank runs the same step count.
     last = [list(StepSampler(9, 4, shuffle=False, rank=r, world_size=4))[-1] for r in range(4)]
     assert last == [[8], [-9], [-9], [-9]]
+
+
+def test_a_step_is_split_between_ranks_by_tokens():
+    from qed_lightning.data.steps import balance_by_tokens
+
+    lengths = [45, 5, 40, 5, 30, 30]
+    # round-robin would give rank 0 [45, 40, 30] = 115 tokens and rank 1 [5, 5, 30] = 40
+    # longest first to the lighter rank: 45->r0, 40->r1, 30->r1, 30->r0, 5->r1, 5->r0 (tie: lower rank)
+    assert balance_by_tokens([0, 1, 2, 3, 4, 5], lengths, 2) == [[0, 3, 5], [1, 2, 4]]  # 80 / 75 tokens
+    assert balance_by_tokens([2, 0], lengths, 2) == [[0], [2]]  # each share keeps the step's order
+    # every rank computes the same split: the samplers of all ranks cover the step exactly once
+    shares = [list(StepSampler(6, 6, shuffle=True, seed=1, rank=r, world_size=3, lengths=lengths)) for r in range(3)]
+    steps = [sorted(i for rank in shares for i in rank[k]) for k in range(len(shares[0]))]
+    assert steps == [list(range(6))]
+    loads = [sum(lengths[i] for i in rank[0]) for rank in shares]
+    assert max(loads) - min(loads) <= max(lengths)

@@ -164,7 +164,8 @@ class SFTDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         hp = self.hparams
         sampler = StepSampler(
-            len(examples), hp.samples_per_step, shuffle=shuffle, seed=hp.seed, rank=rank, world_size=world
+            len(examples), hp.samples_per_step, shuffle=shuffle, seed=hp.seed, rank=rank, world_size=world,
+            lengths=[len(e.input_ids) for e in examples],
         )
         if examples is self.train_examples and self.resume_step is not None:
             # One batch is one optimizer step: the steps done so far fix the position.

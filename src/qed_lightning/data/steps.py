@@ -28,9 +28,28 @@ class StepBatch:
         return sum(mb.num_trained_tokens() for mb in self.micro_batches)
 
 
+def balance_by_tokens(indices: Sequence[int], lengths: Sequence[int], parts: int) -> list[list[int]]:
+    """Splits one step's example ``indices`` into ``parts`` shares of near-equal token
+    counts: longest first, each to the share with the fewest tokens so far (ties: the
+    lower share, then the earlier position), so every rank computes the same split.
+    Each share keeps the step's order. With at least ``parts`` indices no share is empty.
+
+    Ranks wait for the slowest at every step; dealing a step round-robin can put two
+    45k-token traces on one rank and two 5k ones on another."""
+    loads = [0] * parts
+    shares: list[list[int]] = [[] for _ in range(parts)]
+    for pos in sorted(range(len(indices)), key=lambda i: (-lengths[indices[i]], i)):
+        target = min(range(parts), key=lambda r: (loads[r], r))
+        loads[target] += lengths[indices[pos]]
+        shares[target].append(pos)
+    return [[indices[pos] for pos in sorted(share)] for share in shares]
+
+
 class StepSampler(torch.utils.data.Sampler[list[int]]):
     """Yields, per optimizer step, this rank's share of ``samples_per_step`` example
-    indices; reshuffled each epoch from ``seed`` (Lightning calls ``set_epoch``)."""
+    indices; reshuffled each epoch from ``seed`` (Lightning calls ``set_epoch``). With
+    ``lengths`` (tokens per example) the step is split between ranks by tokens
+    (``balance_by_tokens``), else round-robin."""
 
     def __init__(
         self,
@@ -41,6 +60,7 @@ class StepSampler(torch.utils.data.Sampler[list[int]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        lengths: Sequence[int] | None = None,
     ) -> None:
         if samples_per_step < world_size:
             raise ValueError(f"samples_per_step ({samples_per_step}) must be >= world size ({world_size})")
@@ -50,6 +70,9 @@ class StepSampler(torch.utils.data.Sampler[list[int]]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.lengths = list(lengths) if lengths is not None else None
+        if self.lengths is not None and len(self.lengths) != num_examples:
+            raise ValueError(f"{len(self.lengths)} lengths for {num_examples} examples")
         self.epoch = 0
         self.skip_steps = 0  # steps of the current epoch a resumed run already trained on
 
@@ -74,7 +97,10 @@ class StepSampler(torch.utils.data.Sampler[list[int]]):
         skip, self.skip_steps = self.skip_steps, 0  # only the epoch the run resumed in
         for start in range(skip * self.samples_per_step, self.num_examples, self.samples_per_step):
             step = order[start : start + self.samples_per_step]
-            share = step[self.rank :: self.world_size]
+            if self.lengths is None or self.world_size == 1:
+                share = step[self.rank :: self.world_size]
+            else:
+                share = balance_by_tokens(step, self.lengths, self.world_size)[self.rank]
             # A short last step can leave a rank without samples; it repeats one so
             # every rank runs the same number of collectives (its labels are zeroed).
             yield share if share else [-1 - step[0]]
