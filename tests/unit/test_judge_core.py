@@ -153,3 +153,18 @@ def test_rule_judge_scores_and_counts_rule_errors():
     assert off.error_kind == "out_of_scale"
     with pytest.raises(ValueError, match="cannot import judge rule"):
         RuleJudge("qed_lightning.judging.rules:nope")
+
+
+def test_cache_key_covers_where_the_verdict_is_read(tmp_path):
+    from pathlib import Path
+
+    import qed_lightning
+
+    text = (Path(qed_lightning.__file__).parent / "prompts" / "judge_rl_strict.md").read_text()
+    assert "verdict_at: last" in text
+    first = tmp_path / "first.md"
+    first.write_text(text.replace("verdict_at: last", "verdict_at: first"))
+    client = ScriptedClient()
+    LLMJudge(client, answer_mode="whole", cache_dir=tmp_path).grade([item("p")])
+    LLMJudge(client, answer_mode="whole", cache_dir=tmp_path, template=str(first)).grade([item("p")])
+    assert len(client.prompts) == 2  # same text, read at the other end: not a cache hit

@@ -61,6 +61,42 @@ def test_malformed_user_templates_are_refused(tmp_path, text, message):
         load_template(write(tmp_path, text))
 
 
+def test_checklisted_rule_missing_from_the_text_is_refused_by_name(tmp_path):
+    header = HEADER.replace("scale: [0, 7]\n", 'scale: [0, 7]\nrules:\n  kept: "Grade every step."\n'
+                            '  dropped: "Give conservative partial credit."\n')
+    ok = load_template(write(tmp_path, header + "Grade every step. Give conservative partial credit.\n"
+                             "{{problem}} {{marking_scheme}} {{proof}}"))
+    assert ok.rules == {"kept": "Grade every step.", "dropped": "Give conservative partial credit."}
+    path = write(tmp_path, header + "Grade every step.\n{{problem}} {{marking_scheme}} {{proof}}")
+    with pytest.raises(ValueError, match=r"rule 'dropped' is in the checklist but its line is not in the text") as err:
+        load_template(path)
+    assert path in str(err.value) and "kept" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "rules,message",
+    [
+        ("[a, b]", "rules must map a rule id"),
+        ('{Bad-Id: "x y z"}', "must be lower_snake_case"),
+        ('{empty: ""}', "must name a non-empty piece"),
+        ('{two_lines: "a\\nb"}', "must name a non-empty piece of one line"),
+    ],
+)
+def test_malformed_checklists_are_refused(tmp_path, rules, message):
+    header = HEADER.replace("scale: [0, 7]\n", f"scale: [0, 7]\nrules: {rules}\n")
+    with pytest.raises(ValueError, match=message):
+        load_template(write(tmp_path, header + "a\nb {{problem}} {{marking_scheme}} {{proof}}"))
+
+
+def test_verdict_position_is_declared_or_last(tmp_path):
+    body = "{{problem}} {{marking_scheme}} {{proof}}"
+    assert load_template(write(tmp_path, HEADER + body)).verdict.at == "last"
+    first = HEADER.replace("verdict: score_tag\n", "verdict: score_tag\nverdict_at: first\n")
+    assert load_template(write(tmp_path, first + body)).verdict.at == "first"
+    with pytest.raises(ValueError, match=r"verdict_at must be one of \['first', 'last'\], got 'middle'"):
+        load_template(write(tmp_path, first.replace("first", "middle") + body))
+
+
 def test_unknown_name_names_the_builtins():
     with pytest.raises(ValueError, match="neither a built-in"):
         load_template("strictest")

@@ -65,8 +65,9 @@ class LLMJudge(BaseJudge):
 
     def _key(self, problem: Problem, answer: str) -> str:
         fields = {p: getattr(problem, FIELDS[p]) for p in self.template.placeholders if FIELDS[p]}
+        # where the verdict is read is part of the key: the same reply read at its other end is another score
         grader = {**self.client.fingerprint(), "constrained": self.constrained_verdict,
-                  "preamble": self.constrained_preamble_chars}
+                  "preamble": self.constrained_preamble_chars, "verdict_at": self.template.verdict.at}
         return cache_key(self.template.body, fields, answer, grader)
 
     def _grade_answers(self, problems: Sequence[Problem], answers: Sequence[str]) -> list[Verdict]:

@@ -1,31 +1,37 @@
 """Judge prompt templates: package data or a user's file, validated when loaded.
 
 A template is a Markdown file with a front matter that names its placeholders, its
-verdict format and its score scale::
+verdict format and its score scale, and optionally where the prompt asks for the
+verdict and a checklist of the grading rules the text must carry::
 
     ---
     placeholders: [problem, marking_scheme, proof]
     verdict: score_tag
+    verdict_at: last        # first | last (default): which verdict tag is read
     scale: [0, 1, 2, 3, 4, 5, 6, 7]
+    rules:                  # rule id -> a piece of one line of the text that states it
+      partial_credit: "earns conservative partial credit"
     ---
     ...{{problem}}...{{marking_scheme}}...{{proof}}...
 
 Placeholders are ``{{name}}`` (single braces are common in LaTeX). A template whose
-body and declaration disagree, or that lacks ``problem`` or ``proof``, is refused
-when the judge is built, not when the first batch is graded.
+body and declaration disagree, that lacks ``problem`` or ``proof``, or whose text no
+longer contains a line its checklist names, is refused when the judge is built, not
+when the first batch is graded.
 """
 from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Mapping
 
 import yaml
 
 from qed_lightning.contracts import Problem
-from qed_lightning.judging.verdicts import VerdictFormat, get_verdict_format
+from qed_lightning.judging.verdicts import VERDICT_POSITIONS, VerdictFormat, get_verdict_format
 
 __all__ = ["BUILTIN_TEMPLATES", "FIELDS", "PromptTemplate", "load_template", "new_fence_tag"]
 
@@ -46,6 +52,8 @@ FIELDS = {
     "proof": None,
 }
 REQUIRED = ("problem", "proof")
+KEYS, OPTIONAL_KEYS = {"placeholders", "verdict", "scale"}, {"verdict_at", "rules"}
+_RULE_ID = re.compile(r"[a-z][a-z0-9_]*")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.DOTALL)
 
@@ -66,6 +74,8 @@ class PromptTemplate:
     placeholders: tuple[str, ...]
     verdict: VerdictFormat
     scale: tuple[int, ...]
+    # rule id -> the piece of the body that states it (the front matter's checklist)
+    rules: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def check_problem(self, problem: Problem) -> None:
         """Raises if ``problem`` lacks a field this template needs (e.g. a rubric)."""
@@ -94,8 +104,8 @@ def _parse(text: str, source: str) -> PromptTemplate:
         meta = yaml.safe_load(m.group(1)) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"judge template {source}: front matter is not YAML: {err}") from None
-    unknown = set(meta) - {"placeholders", "verdict", "scale"}
-    missing = {"placeholders", "verdict", "scale"} - set(meta)
+    unknown = set(meta) - KEYS - OPTIONAL_KEYS
+    missing = KEYS - set(meta)
     if unknown or missing:
         raise ValueError(f"judge template {source}: front matter keys missing {sorted(missing)}, unknown {sorted(unknown)}")
     declared = tuple(meta["placeholders"] or ())
@@ -113,9 +123,30 @@ def _parse(text: str, source: str) -> PromptTemplate:
     scale = tuple(int(s) for s in meta["scale"] or ())
     if not scale or any(not 0 <= s <= 7 for s in scale):
         problems.append(f"scale must be a non-empty list within 0..7, got {meta['scale']!r}")
+    at = meta.get("verdict_at", "last")
+    if not isinstance(at, str) or at not in VERDICT_POSITIONS:
+        problems.append(f"verdict_at must be one of {sorted(VERDICT_POSITIONS)}, got {at!r}")
+    rules = meta.get("rules") or {}
+    problems += _check_rules(rules, body)
     if problems:
         raise ValueError(f"judge template {source}: " + "; ".join(problems))
-    return PromptTemplate(source, body, declared, get_verdict_format(meta["verdict"]), scale)
+    return PromptTemplate(source, body, declared, get_verdict_format(meta["verdict"], at), scale, dict(rules))
+
+
+def _check_rules(rules: object, body: str) -> list[str]:
+    """What is wrong with the checklist: each rule's line must still be in the text,
+    so a rewrite cannot drop a grading rule without also dropping it from the list."""
+    if not isinstance(rules, dict):
+        return [f"rules must map a rule id to a piece of the text that states it, got {type(rules).__name__}"]
+    problems = []
+    for rule, line in rules.items():
+        if not isinstance(rule, str) or not _RULE_ID.fullmatch(rule):
+            problems.append(f"rule id {rule!r} must be lower_snake_case")
+        elif not isinstance(line, str) or not line.strip() or "\n" in line:
+            problems.append(f"rule {rule!r} must name a non-empty piece of one line of the text, got {line!r}")
+        elif line not in body:
+            problems.append(f"rule {rule!r} is in the checklist but its line is not in the text: {line!r}")
+    return problems
 
 
 def load_template(name_or_path: str) -> PromptTemplate:

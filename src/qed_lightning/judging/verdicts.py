@@ -2,28 +2,39 @@
 
 Each verdict format is one entry in :data:`VERDICT_FORMATS` (name -> pattern and
 the regex that constrains decoding to it). The parser reads only the judge's final
-answer, drops any echo of the fenced proof, and takes the *last* well-formed tag: a
-judge that quotes the proof (and a score the proof pretends to have) before giving
-its own verdict is still read correctly. No verdict, or a score off the scale, is
-an error, never a number.
+answer, drops any echo of the fenced proof, and takes the well-formed tag at the
+position the template asks for (:data:`VERDICT_POSITIONS`; ``last`` unless the
+template declares ``verdict_at: first``). Reading the end of a prompt that asks for
+the verdict last means a judge that quotes the proof (and a score the proof pretends
+to have) before giving its own verdict is still read correctly; reading the start of
+one that asks for it first does the same for quotes after the verdict. No verdict, or
+a score off the scale, is an error, never a number.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
-__all__ = ["VERDICT_FORMATS", "ParsedVerdict", "VerdictFormat", "get_verdict_format", "parse_verdict"]
+__all__ = [
+    "VERDICT_FORMATS", "VERDICT_POSITIONS", "ParsedVerdict", "VerdictFormat", "get_verdict_format", "parse_verdict",
+]
+
+# where the prompt asks for the verdict -> which of the well-formed tags is the verdict
+VERDICT_POSITIONS = {"first": 0, "last": -1}
 
 
 @dataclass(frozen=True)
 class VerdictFormat:
     """``pattern`` finds well-formed verdicts (group 1 is the integer);
-    ``constrained`` builds a regex for structured decoding from the scale."""
+    ``constrained`` builds a regex for structured decoding from the scale; ``at``
+    (a :data:`VERDICT_POSITIONS` key) says which tag is the verdict, and must match
+    where the template's prompt asks for it."""
 
     name: str
     pattern: re.Pattern[str]
     tag: str  # example shown in errors
+    at: str = "last"
 
     def constrained(self, scale: Sequence[int], preamble_chars: int = 1000) -> str:
         """Free text of at most ``preamble_chars`` characters, then the verdict. The
@@ -47,11 +58,15 @@ VERDICT_FORMATS: dict[str, VerdictFormat] = {
 }
 
 
-def get_verdict_format(name: str) -> VerdictFormat:
+def get_verdict_format(name: str, at: str = "last") -> VerdictFormat:
+    """The format ``name`` read at position ``at`` (``first`` or ``last`` tag)."""
     try:
-        return VERDICT_FORMATS[name]
+        fmt = VERDICT_FORMATS[name]
     except KeyError:
         raise ValueError(f"unknown verdict format {name!r}; valid: {sorted(VERDICT_FORMATS)}") from None
+    if at not in VERDICT_POSITIONS:
+        raise ValueError(f"unknown verdict position {at!r}; valid: {sorted(VERDICT_POSITIONS)}")
+    return fmt if at == fmt.at else replace(fmt, at=at)
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,8 @@ def parse_verdict(
 
     Args:
         reply: The judge's answer; inline ``<think>`` reasoning is skipped.
-        fmt: A :class:`VerdictFormat` or its registry name.
+        fmt: A :class:`VerdictFormat` (its ``at`` picks the first or last tag) or its
+            registry name (read at the last tag).
         scale: The allowed scores (``[0, 1, 6, 7]`` for IMO-style grading).
         fence_tag: The random tag of the prompt's proof fence, to drop echoes of it.
     """
@@ -99,7 +115,7 @@ def parse_verdict(
     if not found:
         snippet = " ".join(text.split())[-120:]
         return ParsedVerdict(None, f"no_verdict: no {fmt.tag} in the judge's answer (ends: {snippet!r})")
-    score = int(found[-1])
+    score = int(found[VERDICT_POSITIONS[fmt.at]])
     if score not in scale:
         return ParsedVerdict(None, f"out_of_scale: judge gave {score}, allowed {list(scale)}")
     return ParsedVerdict(score)
