@@ -27,7 +27,7 @@ def overrides(model_dir, root, steps, loss="qed_nano"):
         f"--model.judge.rule={__name__}:share_of_e",
         "--model.judge.answer_mode=whole",
         "--model.engine.max_model_len=512", "--model.engine.kv_cache_memory_bytes=67108864",
-        "--model.sampling.max_tokens=24", "--model.sampling.n=4", "--model.sampling.temperature=1.0",
+        "--model.sampling.max_tokens=24", "--model.sampling.n=4", "--model.sampling.temperature=0.8",
         f"--model.loss={loss}", "--model.lr=0.02", "--model.micro_batch_tokens=256",
         "--data.prompts_per_step=3",
         f"--trainer.max_steps={steps}", f"--trainer.default_root_dir={root}",
@@ -53,7 +53,8 @@ def test_rl_fit_updates_weights_logs_and_resumes(tiny_model_dir, tiny_model, tmp
     for key in ("train/loss", "train/grad_norm", "train/entropy", "train/clip_fraction", "rollout/logprob_gap_mean",
                 "reward/success_rate", "time/rollout_s", "sync/seconds", "judge/failure_rate"):
         assert all(r[key] != "" for r in metrics), key
-    # on-policy: trainer and engine log-probs agree up to numerics
+    # on-policy: trainer and engine log-probs agree up to numerics; at temperature 0.8 a
+    # trainer that did not divide its logits by the temperature would be far off
     assert all(float(r["rollout/logprob_gap_max"]) < 1e-3 for r in metrics)
     records = sorted((tmp_path / "demo-rl" / "run" / "rollouts").glob("step_*.jsonl"))
     assert len(records) == 2 and len(records[0].read_text().splitlines()) == 12

@@ -4,9 +4,12 @@ import math
 import pytest
 import torch
 
+from qed_lightning.contracts import Completion, Problem, Verdict
 from qed_lightning.losses.advantages import get_advantage, zero_advantage_groups
 from qed_lightning.losses.policy import POLICY_LOSSES, StepNorms, get_policy_loss, kl_k3
 from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
+from qed_lightning.modules.rl_metrics import step_metrics
+from qed_lightning.rollouts.batch import build_rollout_batch
 
 # two sequences: seq 0 has tokens 0,1; seq 1 has token 2
 LOGP = torch.tensor([math.log(0.5), math.log(0.2), math.log(0.9)], dtype=torch.float64)
@@ -199,3 +202,57 @@ def test_batch_std_over_two_ranks_equals_the_whole_batch():
     torch.testing.assert_close(torch.cat(per_rank), whole)
     alone = get_advantage("batch_std")(rewards[:4], groups[:4], valid[:4])
     assert not torch.allclose(alone, whole[:4])  # a rank's own std would be wrong
+
+
+def test_qed_nano_clips_a_ratio_above_five_only_for_positive_advantages():
+    # ratios 6, 6, 2 (eps 4: the clip range is [-3, 5], so only r > 5 can bind)
+    logp = torch.tensor([math.log(0.6), math.log(0.6), math.log(0.2)], dtype=torch.float64, requires_grad=True)
+    old = torch.tensor([math.log(0.1), math.log(0.1), math.log(0.1)], dtype=torch.float64)
+    adv = torch.tensor([1.0, -1.0, 0.25], dtype=torch.float64)
+    ent = torch.tensor([0.3, 0.1, 0.2], dtype=torch.float64, requires_grad=True)
+    loss, m = get_policy_loss("qed_nano")(logp, old, adv, SEQ, ent, NORMS)
+    loss.backward()
+    # A > 0, r = 6: min(6, 5) = 5, clipped; A < 0, r = 6: min(-6, -5) = -6, unclipped; r = 2: 0.5
+    assert loss.item() == pytest.approx(-(5 - 6 + 0.5 + 1e-4 * 0.6) / 4)
+    # d(-obj / N) / dlogp = -r A / N where unclipped, 0 through the clipped ratio
+    torch.testing.assert_close(logp.grad, torch.tensor([0.0, 6 / 4, -0.5 / 4], dtype=torch.float64))
+    # the entropy bonus carries gradient: d loss / d H = -entropy_coef / N
+    torch.testing.assert_close(ent.grad, torch.full((3,), -1e-4 / 4, dtype=torch.float64))
+    assert m["clip_count"] == 1
+
+
+def test_qed_nano_entropy_bonus_moves_the_logits():
+    # one token, vocabulary of 3, LM head = identity: logits z = (0, 0, ln 2), p = (1/4, 1/4, 1/2)
+    z = torch.tensor([[0.0, 0.0, math.log(2)]], dtype=torch.float64, requires_grad=True)
+    logp, ent = token_logprobs_and_entropy(z, torch.eye(3, dtype=torch.float64), torch.tensor([2]), temperature=1.0)
+    assert ent.item() == pytest.approx(1.5 * math.log(2))  # H = -(2/4 ln 1/4 + 1/2 ln 1/2)
+    norms = StepNorms(samples=1, tokens=1, max_tokens=4, seq_lengths=torch.tensor([1]))
+    loss, _ = get_policy_loss("qed_nano")(logp, logp.detach(), torch.ones(1, dtype=torch.float64),
+                                          torch.tensor([0]), ent, norms, entropy_coef=0.5)
+    loss.backward()
+    assert loss.item() == pytest.approx(-(1 + 0.5 * 1.5 * math.log(2)))
+    # d(-r A)/dz = -(onehot - p) = (1/4, 1/4, -1/2); d(-0.5 H)/dz = 0.5 p (log p + H) = 0.5 ln 2 (-1/8, -1/8, 1/4)
+    ln2 = math.log(2)
+    want = torch.tensor([[1 / 4 - ln2 / 16, 1 / 4 - ln2 / 16, -1 / 2 + ln2 / 8]], dtype=torch.float64)
+    torch.testing.assert_close(z.grad, want)
+
+
+def test_gspo_clip_count_counts_the_tokens_of_clipped_sequences():
+    # seq 0 (2 tokens): log ratios ln 2, ln 2 -> s = 2, A = 1 > 1 + eps_high: clipped;
+    # seq 1 (1 token): s = 1, not clipped. Share of tokens 2/3 (of sequences 1/2)
+    logp = torch.tensor([math.log(0.4), math.log(0.2), math.log(0.9)], dtype=torch.float64)
+    old = torch.tensor([math.log(0.2), math.log(0.1), math.log(0.9)], dtype=torch.float64)
+    adv = torch.tensor([1.0, 1.0, -2.0], dtype=torch.float64)
+    norms = StepNorms(samples=2, tokens=3, max_tokens=10, seq_lengths=torch.tensor([2, 1]))
+    _, m = get_policy_loss("gspo")(logp, old, adv, SEQ, ENT, norms)
+    assert m["clip_count"] == 2 and m["token_count"] == 3
+    # the per-micro-batch sums add up over micro-batches: each holds whole sequences
+    parts = [get_policy_loss("gspo")(logp[i], old[i], adv[i], SEQ[i], ENT[i], norms)[1] for i in ([0, 1], [2])]
+    assert sum(float(p["clip_count"]) for p in parts) == 2
+    totals = {k: float(v) for k, v in m.items()} | {"loss": 0.0, "gap_sum": 0.0, "gap_max": 0.0}
+    group = [Completion([5], [6, 7], [-1.0, -1.0], "stop", "x", 0), Completion([5], [8], [-1.0], "stop", "y", 0)]
+    rollouts = build_rollout_batch([Problem("a", "A")], [group], [Verdict(7), Verdict(0)], torch.tensor([1.0, 0.0]),
+                                   torch.ones(2, dtype=torch.bool), pad_id=0)
+    out = step_metrics(rollouts, torch.tensor([0.5, -0.5]), torch.ones(2, dtype=torch.bool), totals, 0.0, True,
+                       1e-6, {"rollout": 1.0, "train": 1.0, "sync": 0.0})
+    assert out["train/clip_fraction"] == pytest.approx(2 / 3)

@@ -15,7 +15,9 @@ loss's normaliser. ``norms`` holds step-global counts, so
 the losses of all micro-batches and ranks add up to the step's objective: each
 normaliser is over the whole optimizer step, never per micro-batch, and losses are
 multiplied by the world size because DDP averages gradients over ranks.
-``metrics`` are sums (divide by ``token_count``), so micro-batches add up too.
+``metrics`` are sums (divide by ``token_count``), so micro-batches add up too;
+``clip_count`` counts the tokens whose clip is active (GSPO clips whole sequences: every
+token of a clipped sequence counts), so ``clip_count / token_count`` is a share of tokens.
 """
 from __future__ import annotations
 
@@ -134,7 +136,9 @@ def gspo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps_low: fl
     kl = _kl(logp, ref_logp, kl_coef)  # [M]
     obj = obj + (entropy_coef * seq_mean(entropy) - kl_coef * seq_mean(kl))[present]
     loss = -obj.sum() / norms.samples * norms.world_size
-    return loss, _metrics((logp - old_logp).exp(), clipped, entropy, kl)  # clip_count counts sequences here
+    # clip_count counts tokens, as for the token-level losses: every token of a clipped sequence
+    clipped_tokens = torch.zeros(n, dtype=torch.bool, device=logp.device).masked_scatter(present, clipped)[seq]  # [M]
+    return loss, _metrics((logp - old_logp).exp(), clipped_tokens, entropy, kl)
 
 
 def cispo(logp, old_logp, advantages, seq, entropy, norms: StepNorms, eps_high: float = 0.28,

@@ -11,7 +11,9 @@ __all__ = ["step_metrics"]
 def step_metrics(rollouts: RolloutBatch, adv: torch.Tensor, keep: torch.Tensor, totals: dict[str, float],
                  grad_norm: float, ok: bool, lr: float, seconds: dict[str, float]) -> dict[str, float]:
     """``totals`` holds the step's sums (loss, token_count, clip_count, entropy_sum,
-    ratio_sum, kl_sum, gap_sum) and gap_max; per-token means divide by token_count."""
+    ratio_sum, kl_sum, gap_sum) and gap_max; per-token means divide by token_count.
+    ``train/clip_fraction`` is the share of the step's counted tokens whose clip is active
+    (for GSPO, the tokens of clipped sequences: clip_count counts tokens for every loss)."""
     scores = torch.tensor([v.score if v.score is not None else -1 for v in rollouts.verdicts])  # [N], -1: failed
     lengths = rollouts.completion_mask.sum(1).float()  # [N]
     tokens = max(totals["token_count"], 1.0)
