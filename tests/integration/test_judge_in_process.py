@@ -17,7 +17,9 @@ def judge_client(tiny_model_dir, vllm_engine):  # the policy engine exists first
 
 
 def test_constrained_in_process_judge_grades_and_refuses_long_prompts(judge_client):
-    judge = LLMJudge(judge_client, constrained_verdict=True, answer_mode="whole")
+    # the rl_strict prompt takes ~1,650 of the tiny model's 2,048 positions: a short free-text preamble
+    # leaves room for the verdict
+    judge = LLMJudge(judge_client, constrained_verdict=True, answer_mode="whole", constrained_preamble_chars=100)
     verdicts = judge.grade([GradingItem(PROBLEM, f"Proof {i}: 2 = 2*1.") for i in range(4)]
                            + [GradingItem(PROBLEM, "word " * 2000)])
     assert all(v.ok and 0 <= v.score <= 7 for v in verdicts[:4]), [v.error for v in verdicts[:4]]

@@ -32,7 +32,7 @@ def engine(server, tiny_model_dir, tmp_path):
     from qed_lightning.engines.served_engine import ServedEngine
 
     eng = ServedEngine([f"http://127.0.0.1:{server.port}"], weights_dir=str(tmp_path / "weights"),
-                       model_dir=str(tiny_model_dir), max_model_len=512, max_retries=1)
+                       model_dir=str(tiny_model_dir), max_model_len=512, max_attempts=2)
     yield eng
     eng.close()
 
@@ -98,7 +98,7 @@ def test_an_unreachable_server_is_retried_counted_and_reported(tmp_path):
     from qed_lightning.engines.served_engine import ServedEngine, ServedEngineError
     from qed_lightning.vllm_serve import free_port
 
-    dead = ServedEngine([f"http://127.0.0.1:{free_port()}"], weights_dir=str(tmp_path), max_retries=2)
+    dead = ServedEngine([f"http://127.0.0.1:{free_port()}"], weights_dir=str(tmp_path), max_attempts=3)
     with pytest.raises(ServedEngineError, match="failed after 3 attempts: ConnectError"):
         dead.generate([[1, 2]], SamplingSettings(max_tokens=4))
     assert dead.retries == 2

@@ -14,7 +14,9 @@ over NCCL from the trainer is not implemented.
 Servers must run with (see :func:`served_policy_args`): ``--worker-extension-cls
 qed_lightning.engines.served_worker.WeightVersionExtension``, ``--logprobs-mode
 processed_logprobs`` and ``--generation-config vllm`` (the same distribution the
-trainer assumes), and ``VLLM_SERVER_DEV_MODE=1`` in their environment.
+trainer assumes), and ``VLLM_SERVER_DEV_MODE=1`` in their environment. Every EOS id
+the policy's checkpoint declares is sent with each request (``stop_token_ids``), so
+a completion stops at each of them whatever generation config the server started with.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import httpx
 import torch
 
 from qed_lightning.contracts import Completion, SamplingSettings
+from qed_lightning.engines.eos import declared_eos_ids
 from qed_lightning.engines.served_worker import UNKNOWN_VERSION
 from qed_lightning.engines.weight_export import prune_weight_versions, write_weight_version
 from qed_lightning.engines.weights import checkpoint_tensor_names
@@ -54,11 +57,13 @@ class ServedEngine:
         model: The name the servers serve the policy under.
         weights_dir: A directory the trainer writes and every server reads.
         model_dir: The policy's checkpoint directory: the tensor names a push must
-            carry (None: not checked).
+            carry and the EOS ids every request stops at (None: neither is checked
+            or sent; the servers stop at what their model declares).
         max_model_len: The servers' context (prompt + completion).
         timeout_s: Per request; generation of a long completion must fit in it.
         sync_timeout_s: Per weight reload.
-        max_retries: Retries of a request after connection errors and HTTP 5xx.
+        max_attempts: Tries of a request in all, the first included, on connection
+            errors and HTTP 5xx.
         max_concurrency: Requests in flight at once.
         keep_versions: Exported versions kept on disk.
     """
@@ -68,15 +73,19 @@ class ServedEngine:
 
     def __init__(self, base_urls: Sequence[str], model: str = "policy", weights_dir: str = "served_weights",
                  model_dir: str | None = None, max_model_len: int = 4096, timeout_s: float = 3600.0,
-                 sync_timeout_s: float = 600.0, max_retries: int = 3, max_concurrency: int = 256,
+                 sync_timeout_s: float = 600.0, max_attempts: int = 4, max_concurrency: int = 256,
                  keep_versions: int = 2) -> None:
         if not base_urls:
             raise ValueError("ServedEngine needs at least one server URL (engine.base_urls)")
         self.base_urls = [u.rstrip("/").removesuffix("/v1") for u in base_urls]
         self.model, self.weights_dir, self.max_model_len = model, weights_dir, max_model_len
-        self.timeout_s, self.sync_timeout_s, self.max_retries = timeout_s, sync_timeout_s, max_retries
+        if max_attempts < 1:
+            raise ValueError(f"ServedEngine max_attempts (tries in all, the first included) must be >= 1, "
+                             f"got {max_attempts}")
+        self.timeout_s, self.sync_timeout_s, self.max_attempts = timeout_s, sync_timeout_s, max_attempts
         self.keep_versions = max(1, keep_versions)
         self._expected = checkpoint_tensor_names(model_dir) if model_dir else None
+        self.eos_ids = declared_eos_ids(str(model_dir)) if model_dir else []
         self._http = httpx.Client(limits=httpx.Limits(max_connections=max_concurrency), timeout=httpx.Timeout(timeout_s))
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="qed-served")
         self.weight_version = UNKNOWN_VERSION
@@ -86,7 +95,7 @@ class ServedEngine:
     # ------------------------------------------------------------------ HTTP
 
     def _post(self, url: str, body: dict[str, Any], timeout: float | None = None) -> Any:
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(self.max_attempts):
             try:
                 resp = self._http.post(url, json=body, timeout=timeout or self.timeout_s)
                 if resp.status_code < 500:
@@ -96,10 +105,10 @@ class ServedEngine:
                 problem = f"HTTP {resp.status_code}: {resp.text[:300]}"
             except httpx.TransportError as err:  # refused, reset, timed out
                 problem = f"{type(err).__name__}: {err}"
-            if attempt < self.max_retries:
+            if attempt < self.max_attempts - 1:
                 self.retries += 1
                 time.sleep(min(30.0, random.uniform(0, 2 ** attempt)))
-        raise ServedEngineError(f"{url}: failed after {self.max_retries + 1} attempts: {problem}")
+        raise ServedEngineError(f"{url}: failed after {self.max_attempts} attempts: {problem}")
 
     def _rpc(self, base: str, method: str, timeout: float, **kwargs: str) -> list:
         data = self._post(f"{base}/collective_rpc", {"method": method, "kwargs": kwargs, "timeout": timeout},
@@ -150,7 +159,8 @@ class ServedEngine:
         body = {"model": self.model, "prompt": list(ids), "n": n, "temperature": s.temperature, "top_p": s.top_p,
                 "top_k": s.top_k if s.top_k and s.top_k > 0 else -1, "min_p": 0.0, "repetition_penalty": 1.0,
                 "presence_penalty": 0.0, "frequency_penalty": 0.0, "max_tokens": s.max_tokens,
-                "stop": list(s.stop) or None, "seed": seed, "logprobs": 0, "return_token_ids": True,
+                "stop": list(s.stop) or None, "stop_token_ids": list(self.eos_ids) or None, "seed": seed,
+                "logprobs": 0, "return_token_ids": True,
                 "skip_special_tokens": True}
         if regex:
             body["structured_outputs"] = {"regex": regex}
@@ -167,7 +177,14 @@ class ServedEngine:
         written = time.perf_counter()
         for base in self.base_urls:
             self._rpc(base, "qed_load_weights", self.sync_timeout_s, weights_path=str(path), version=str(version))
-            self._post(f"{base}/reset_prefix_cache", {}, timeout=60.0)  # its KV came from the old weights
+            # its KV came from the old weights; vLLM refuses while blocks are held
+            # (older servers answer without a body and cannot be checked)
+            reply = self._post(f"{base}/reset_prefix_cache", {}, timeout=60.0)
+            if isinstance(reply, dict) and reply.get("success") is False:
+                raise ServedEngineError(
+                    f"{base}: did not reset its prefix cache after loading weight version {version} "
+                    "(KV blocks still held, e.g. by requests from another client): cached KV from the "
+                    "old weights would be reused")
         versions = self.server_versions()
         if any(v != version for v in versions):
             raise ServedEngineError(f"after pushing version {version} the servers report {versions}")

