@@ -86,7 +86,7 @@ def server_cpu_s(server: FaultServer) -> float:
 
 def new_client(base_url: str, concurrency: int) -> OpenAICompatibleClient:
     # No retries: a fault here is a benchmark bug, and a retry would hide in the timings.
-    return OpenAICompatibleClient(base_url, MODEL, max_concurrency=concurrency, max_retries=0, timeout_s=60)
+    return OpenAICompatibleClient(base_url, MODEL, max_concurrency=concurrency, max_attempts=1, timeout_s=60)
 
 
 def stdlib_caller(base_url: str):

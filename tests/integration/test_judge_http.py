@@ -16,7 +16,7 @@ from qed_lightning.judging.fault_server_handle import FaultServer
 from qed_lightning.judging.openai_client import OpenAICompatibleClient
 
 PROBLEM = Problem("p", "Prove that 2 is even.", rubric="7: 2 = 2*1")
-FAST = dict(timeout_s=5, max_retries=2, backoff_s=0.01, max_backoff_s=0.05)
+FAST = dict(timeout_s=5, max_attempts=3, backoff_s=0.01, max_backoff_s=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +58,41 @@ def test_each_fault_ends_as_a_counted_error_of_its_kind(fresh, api, fault, kind,
     assert judge.metrics()[f"judge/errors/{kind}"] == 1.0
 
 
+@pytest.mark.parametrize("max_attempts", [1, 3])
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_server_that_always_fails_sees_exactly_max_attempts_requests(max_attempts, api):
+    with FaultServer(fault_rate=1.0, faults=["http_503"], idle_timeout_s=60) as srv:
+        judge = judge_for(srv, api=api, max_attempts=max_attempts)
+        (verdict,) = judge.grade(items("x"))
+        assert srv.stats()["requests"] == max_attempts  # the first request counts as an attempt
+    assert verdict.attempts == max_attempts and verdict.error == (
+        f"http_503: HTTP 503: Service unavailable (injected fault). (gave up after {max_attempts} attempts)")
+
+
+def test_max_attempts_below_one_is_refused():
+    with pytest.raises(ValueError, match=r"max_attempts >= 1 \(requests in all, the first included\)"):
+        OpenAICompatibleClient("http://127.0.0.1:9/v1", "m", max_attempts=0)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_temperature_none_is_not_sent(fresh, api):
+    judge_for(fresh, api=api, temperature=None).grade(items("SCORE=5"))
+    sent = fresh.stats()["last_request"]
+    assert "temperature" not in sent and sent["model"] == "grader"  # the provider's default applies
+    judge_for(fresh, api=api, temperature=0.6).grade(items("SCORE=5"))
+    assert fresh.stats()["last_request"]["temperature"] == 0.6
+
+
 def test_slow_reply_times_out_and_is_retried():
     with FaultServer(slow_s=5.0, idle_timeout_s=60) as srv:
-        judge = judge_for(srv, timeout_s=0.3, max_retries=1)
+        judge = judge_for(srv, timeout_s=0.3, max_attempts=2)
         (verdict,) = judge.grade(items("FAULT=slow"))
     assert verdict.error_kind == "timeout" and verdict.attempts == 2 and verdict.latency_s >= 0.6
 
 
 def test_retry_after_is_honoured():
     with FaultServer(fault_rate=1.0, faults=["http_429"], retry_after_s=0.4, idle_timeout_s=60) as srv:
-        judge = judge_for(srv, max_retries=1, max_backoff_s=1.0)
+        judge = judge_for(srv, max_attempts=2, max_backoff_s=1.0)
         (verdict,) = judge.grade(items("x"))
     assert verdict.error_kind == "rate_limited" and verdict.attempts == 2 and verdict.latency_s >= 0.4
 
@@ -75,7 +100,7 @@ def test_retry_after_is_honoured():
 def test_thirty_percent_faults_every_item_ends_scored_or_counted():
     with FaultServer(fault_rate=0.3, faults=["http_500", "http_429", "malformed_json", "empty_choices", "drop",
                                              "no_verdict"], retry_after_s=0.01, seed=3, idle_timeout_s=60) as srv:
-        judge = judge_for(srv, max_retries=3, max_concurrency=8)
+        judge = judge_for(srv, max_attempts=4, max_concurrency=8)
         verdicts = judge.grade(items(*[f"proof {i} SCORE={i % 8}" for i in range(60)]))
         stats = srv.stats()
     assert len(verdicts) == 60
@@ -124,7 +149,7 @@ def test_cache_hits_skip_the_server(fresh, tmp_path):
 
 def test_server_down_stops_the_run():
     with FaultServer(fault_rate=1.0, faults=["http_503"], idle_timeout_s=60) as srv:
-        client = OpenAICompatibleClient(srv.base_url, "grader", **{**FAST, "max_retries": 0})
+        client = OpenAICompatibleClient(srv.base_url, "grader", **{**FAST, "max_attempts": 1})
         judge = LLMJudge(client, answer_mode="whole", max_failed_batches=2)
         judge.grade(items("a"))
         with pytest.raises(JudgeUnavailableError, match="http_503"):

@@ -31,7 +31,7 @@ def server(tiny_model_dir, tmp_path_factory):
 def client(server, max_tokens=24, **kw):
     from qed_lightning.judging.openai_client import OpenAICompatibleClient
 
-    return OpenAICompatibleClient(server.base_url, "judge", max_tokens=max_tokens, timeout_s=120, max_retries=1,
+    return OpenAICompatibleClient(server.base_url, "judge", max_tokens=max_tokens, timeout_s=120, max_attempts=2,
                                   backoff_s=0.1, max_concurrency=4, **kw)
 
 

@@ -11,7 +11,10 @@ daemons' pid files) and reaps them. Slurm's ports (6817/6818) are fixed, so only
 such cluster can run on a machine at a time.
 
 The scheduler and credential settings make a requeued job run again within about ten
-seconds instead of about two and a half minutes with Slurm's defaults.
+seconds instead of about two and a half minutes with Slurm's defaults. Memory is a
+consumable resource, as on most production clusters (``REAL_MEMORY_MB`` for the node, a
+per-CPU default for jobs that ask for none), so two job steps that each want all of a
+job's memory cannot run side by side; nothing enforces the amounts (no cgroups).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from pathlib import Path
 REQUIRED_BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "scontrol", "scancel", "sinfo", "munged", "munge", "unmunge")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_RUN_DIR = Path("/run/munge")
+REAL_MEMORY_MB = 1000  # the node's memory as the scheduler sees it (not above the machine's)
 SLURMCTLD_PORT = 6817
 SLURMD_PORT = 6818
 # Job states after which a job does not run again by itself.
@@ -315,13 +319,14 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU={REAL_MEMORY_MB // (os.cpu_count() or 1)}
 SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=1,sched_interval=2
 MpiDefault=none
 JobRequeue=1
 ReturnToService=2
-NodeName={h} NodeAddr=127.0.0.1 CPUs={os.cpu_count() or 1} RealMemory=1000 State=UNKNOWN
+NodeName={h} NodeAddr=127.0.0.1 CPUs={os.cpu_count() or 1} RealMemory={REAL_MEMORY_MB} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
         self.conf_path.write_text(conf)

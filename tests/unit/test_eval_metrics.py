@@ -1,4 +1,6 @@
-"""avg@k, pass@k and summarize_records against hand-computed values."""
+"""avg@k, pass@k and summarize_records against hand-computed values, under both rules for
+failed gradings (``zero``, the released stats.py's over several runs, and ``leave_out``)."""
+import dataclasses
 import itertools
 import math
 
@@ -135,7 +137,7 @@ def test_summarize_records_by_hand():
         _record("p1", 0, 1, category="geo", tokens=40), _record("p1", 1, None, category="geo", tokens=50),
         _record("p1", 2, 7, category="geo", level="hard", tokens=60, finish="length"),
     ]
-    got = summarize_records(records, k=3)
+    got = summarize_records(records, k=3, failed_gradings="leave_out")
     # runs: run0 (7+1)/2 = 4, run1 0/1 = 0 (p1 failed), run2 (7+7)/2 = 7 -> mean 11/3 of 7
     assert got["avg"] == pytest.approx(11 / 3 / 7 * 100)
     assert got["runs"] == pytest.approx([400 / 7, 0.0, 100.0])
@@ -171,5 +173,79 @@ def test_undefined_values_are_none_for_the_report():
     empty = summarize_records([], k=3)
     assert empty["total"] == 0 and empty["avg"] is None and empty["pass_at_k"] is None
     assert empty["runs"] == [None, None, None] and empty["accuracy"] is None
-    one_run = summarize_records([_record("p0", 0, 7), _record("p1", 0, None)], k=1)
+    one_run = summarize_records([_record("p0", 0, 7), _record("p1", 0, None)], k=1, failed_gradings="leave_out")
     assert one_run["avg"] == 100.0 and one_run["spread"] is None  # ddof=1 needs two runs
+    assert summarize_records([_record("p0", 0, 7), _record("p1", 0, None)], k=1)["avg"] == 50.0  # zero: 7 and 0
+
+
+# The released stats.py's case: IMO-ProofBench ids, 3 runs, failed gradings (None).
+#                    run 0  run 1  run 2
+STATS_TABLE = {"PB-Basic-001": [7, 6, 7],
+               "PB-Basic-002": [1, None, 0],
+               "PB-Advanced-001": [0, 7, None],
+               "PB-Advanced-002": [None, 1, 6]}
+
+
+def _stats_records(judge=""):
+    return [EvalRecord("imo_proofbench", "m", pid, run, "", "", 1, "stop", score,
+                       None if score is not None else "no_verdict: x", judge=judge)
+            for pid, scores in STATS_TABLE.items() for run, score in enumerate(scores)]
+
+
+def test_zero_rule_reproduces_the_released_stats_numbers():
+    got = summarize_records(_stats_records(), k=3)  # the default rule
+    assert got["failed_gradings"] == "zero"
+    # a failed grading is 0: run means (of 7) (7+1+0+0)/4 = 2, (6+0+7+1)/4 = 3.5, (7+0+0+6)/4 = 3.25
+    assert got["runs"] == pytest.approx([200 / 7, 350 / 7, 325 / 7])
+    assert got["avg"] == pytest.approx(8.75 / 3 / 7 * 100)  # 2.9167 of 7, as stats.py prints
+    # sample std (ddof=1): deviations from 35/12 are -11/12, 7/12, 4/12; squares 186/144; /2
+    assert got["spread"] == pytest.approx(100 / 7 * math.sqrt(31 / 48), rel=1e-6)  # 0.8036 of 7
+    # Basic: runs (7+1)/2, (6+0)/2, (7+0)/2 -> 3.5 of 7; Advanced: 0, (7+1)/2, (0+6)/2 -> 7/3
+    assert got["splits"] == pytest.approx({"PB-Basic": 50.0, "PB-Advanced": 100 / 3})
+    assert list(got["splits"]) == ["PB-Basic", "PB-Advanced"]
+    # unbiased pass@k with n = 3 for every problem; successes (7s): 2, 0, 1, 0
+    assert got["pass_at_1"] == pytest.approx((2 / 3 + 0 + 1 / 3 + 0) / 4 * 100)
+    assert got["pass_at_k"] == pytest.approx(50.0)  # 1 - C(n-c,3)/C(3,3): 1, 0, 1, 0
+    assert (got["pass_at_k_problems"], got["pass_at_k_short"]) == (4, 0)
+    assert got["accuracy"] == pytest.approx(300 / 12)  # 3 sevens among all 12 samples
+    assert (got["graded"], got["failed"], got["failure_rate"]) == (9, 3, 0.25)  # the counts do not change
+
+
+def test_leave_out_rule_on_the_same_table():
+    got = summarize_records(_stats_records(), k=3, failed_gradings="leave_out")
+    # run means over graded samples only: 8/3, 14/3, 13/3 -> 35/9 of 7
+    assert got["runs"] == pytest.approx([800 / 21, 1400 / 21, 1300 / 21])
+    assert got["avg"] == pytest.approx(500 / 9)
+    # deviations from 35/9: -11/9, 7/9, 4/9; squares 186/81; /2 -> sqrt(93)/9
+    assert got["spread"] == pytest.approx(100 / 7 * math.sqrt(93) / 9, rel=1e-6)
+    # Basic: runs 4, 6/1, 3.5 -> 4.5 of 7; Advanced: 0/1, 4, 6/1 -> 10/3
+    assert got["splits"] == pytest.approx({"PB-Basic": 450 / 7, "PB-Advanced": 1000 / 21})
+    # pass@1 over graded samples: 2/3, 0/2, 1/2, 0/2; pass@3 only PB-Basic-001 has 3 graded
+    assert got["pass_at_1"] == pytest.approx((2 / 3 + 1 / 2) / 4 * 100)
+    assert got["pass_at_k"] == pytest.approx(100.0)
+    assert (got["pass_at_k_problems"], got["pass_at_k_short"]) == (1, 3)
+    assert got["accuracy"] == pytest.approx(300 / 9)
+    # both rules always come along, the chosen one also at the top level
+    assert got["by_rule"]["leave_out"]["avg"] == got["avg"]
+    assert got["by_rule"]["zero"]["avg"] == pytest.approx(8.75 / 3 / 7 * 100)
+
+
+def test_no_failures_means_both_rules_agree_and_unknown_rules_are_refused():
+    records = [r for r in _stats_records() if r.score is not None]
+    got = summarize_records(records, k=3)
+    for key in ("avg", "spread", "pass_at_1", "pass_at_k", "accuracy", "splits"):
+        assert got["by_rule"]["zero"][key] == got["by_rule"]["leave_out"][key]
+    with pytest.raises(ValueError, match="failed_gradings must be one of"):
+        summarize_records(records, k=3, failed_gradings="drop")
+
+
+def test_splits_only_for_benchmarks_that_have_them():
+    records = [dataclasses.replace(r, benchmark="proofbench") for r in _stats_records()]
+    assert summarize_records(records, k=3)["splits"] == {}
+
+
+def test_records_of_two_judges_are_not_summarized_together():
+    first = _stats_records(judge="judge A")
+    second = [dataclasses.replace(r, judge="judge B", sample=r.sample + 3) for r in first]
+    with pytest.raises(ValueError, match="2 judges .*'judge A', 'judge B'"):
+        summarize_records(first + second, k=3)

@@ -102,4 +102,6 @@ def test_answers_are_checked_and_failed_generations_counted(tmp_path):
     assert by[(first, 1)]["score"] is None and by[(first, 1)]["error"].startswith("generation: http_503")
     assert all(by[(p.id, 1)]["score"] == 0 and by[(p.id, 1)]["origin"] == "no_box" for p in problems[1:])
     assert summary["graded"] == 5 and summary["failure_rate"] == pytest.approx(1 / 6)
-    assert summary["accuracy"] == pytest.approx(3 / 5 * 100)
+    # the failed generation counts as 0 by default (failed_gradings: zero): 3 of 6; left out: 3 of 5
+    assert summary["accuracy"] == pytest.approx(3 / 6 * 100)
+    assert summary["by_rule"]["leave_out"]["accuracy"] == pytest.approx(3 / 5 * 100)

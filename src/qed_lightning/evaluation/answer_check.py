@@ -1,6 +1,7 @@
-"""Short-answer checking (IMO-AnswerBench): pull the last ``\\boxed{}`` out of a
-completion and decide whether it equals the reference, by math equivalence
-(math-verify over sympy), a plain-sympy fallback, or a string compare for prose.
+"""Short-answer checking (IMO-AnswerBench): pull the final boxed answer out of a
+completion as the paper's evaluation does (every box on the last line holding one) and
+decide whether it equals the reference, by math equivalence (math-verify over sympy),
+a plain-sympy fallback, or a string compare for prose.
 
 Decimals: a decimal matches an exact value when both agree to ``FLOAT_ROUNDING``
 (10) places, so ``0.5`` and ``1.75`` match ``1/2`` and ``7/4``, but rounded
@@ -22,44 +23,77 @@ __all__ = ["ANSWER_PROMPT", "AnswerCheck", "answers_match", "check_answer", "las
            "normalize_answer", "parse_answer"]
 
 # Filled by ``.replace("{problem}", statement)``, like rollouts.prompts.PROOF_PROMPT
-# (so the literal braces of \boxed{} need no escaping).
-ANSWER_PROMPT = (
-    "Solve the following problem. Reason step by step, then give the final answer, "
-    "and nothing else, inside \\boxed{} at the end of your response.\n\n{problem}"
-)
+# (so the literal braces of \boxed{} need no escaping). As the paper's run prompt: the
+# problem, then a request to reason step by step and box the final answer.
+ANSWER_PROMPT = "{problem}\n\nReason step by step, and write your final answer inside \\boxed{}."
 FLOAT_ROUNDING = 10
 TIMEOUT_S = 5.0  # one answers_match call: parsing both sides and comparing
 
-_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_BOX_OPEN = re.compile(r"(?:boxed|fbox)\{")  # as released: no backslash needed, no space before "{"
+_INNER_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\{")
+
+
+def _closing_brace(text: str, open_at: int) -> int | None:
+    """Index of the brace closing ``text[open_at]`` (a ``{``), or None. Every brace
+    counts, escaped or not: ``\\{1\\}`` inside a box is balanced, as in the released
+    extraction."""
+    depth = 0
+    for j in range(open_at, len(text)):
+        ch = text[j]
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    return None
+
+
+def _boxes(text: str, opener: re.Pattern = _BOX_OPEN) -> list[tuple[int, int, int]]:
+    """``(start, content_start, close)`` of each closed box, left to right, not nested:
+    a box inside another is part of the outer one's content. An unclosed box is no
+    box, but a closed box inside it still counts."""
+    found, pos = [], 0
+    while (m := opener.search(text, pos)) is not None:
+        close = _closing_brace(text, m.end() - 1)
+        if close is None:
+            pos = m.start() + 1
+            continue
+        found.append((m.start(), m.end(), close))
+        pos = close + 1
+    return found
+
+
+def _unbox(content: str) -> str:
+    """One level of ``\\boxed{x}`` / ``\\fbox{x}`` inside an answer replaced by ``x``."""
+    pieces, pos = [], 0
+    for start, inner, close in _boxes(content, _INNER_BOX_OPEN):
+        pieces += [content[pos:start], content[inner:close]]
+        pos = close + 1
+    return "".join(pieces) + content[pos:]
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed 5``, or None.
+    """The final boxed answer of ``text`` as the paper's evaluation extracts it, or None.
 
-    Braces nest; escaped ``\\{ \\}`` do not count, so ``\\boxed{\\{1,2\\}}`` works.
-    An unclosed last box (a cut-off answer) is None rather than an earlier box: an
-    earlier box is usually an intermediate result, not the final answer.
+    A box is ``boxed{...}`` or ``fbox{...}`` with balanced braces (``\\boxed 5`` and
+    ``\\boxed {5}`` are not boxes). One box: its content. Several: the contents of every
+    box on the last line that holds a whole box, joined by "," with no space, so
+    ``$\\boxed{1}$ and $\\boxed{2}$`` gives ``1,2`` (multi-part answers); a box written
+    across lines then counts only when no line holds a whole box. A box left unclosed
+    (a cut-off answer) is no box, so an earlier closed one is taken. Boxes nested in the
+    answer lose one level of wrapping. The content is not stripped.
     """
-    matches = list(_BOX.finditer(text))
-    if not matches:
+    boxes = _boxes(text)
+    if not boxes:
         return None
-    i = matches[-1].end()
-    while i < len(text) and text[i].isspace():
-        i += 1
-    if i >= len(text) or text[i] != "{":  # \boxed 5: TeX takes one token
-        token = re.match(r"[^\s${}]+", text[i:])
-        return token.group(0) if token else None
-    depth, j = 0, i
-    while j < len(text):
-        ch = text[j]
-        if ch == "\\":
-            j += 2  # \{ and \} are content, not structure
-            continue
-        depth += {"{": 1, "}": -1}.get(ch, 0)
-        if depth == 0:
-            return text[i + 1:j].strip()
-        j += 1
-    return None
+    if len(boxes) > 1:
+        for line in reversed(text.split("\n")):
+            on_line = _boxes(line)
+            if on_line:
+                return _unbox(",".join(line[inner:close] for _, inner, close in on_line))
+    _, inner, close = boxes[-1]
+    return _unbox(text[inner:close])
 
 
 _SUBS = [  # (pattern, replacement), in order
@@ -79,13 +113,35 @@ _SUBS = [(re.compile(p), r) for p, r in _SUBS]
 _PREFIX = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?![^=]*(?:[=<>]|\\[gl]eq?|\\neq?))")
 
 
+# Units after a number: olympiad answers are unitless, so "5 cm" is the answer 5.
+_UNIT = (r"(?:(?:sq\.?|square|cubic)\s+)?(?:(?:milli|centi|kilo)?met(?:er|re)s?|[mck]?m|dm|inch(?:es)?"
+         r"|ft|f(?:oo|ee)t|yd|yards?|mi(?:les?)?|units?|deg(?:rees?)?|rad(?:ians?)?|s(?:ec(?:onds?)?)?"
+         r"|min(?:utes?)?|h|hrs?|hours?|days?|weeks?|months?|years?|k?g|(?:kilo)?grams?|m?l|lit(?:er|re)s?"
+         r"|dollars?|cents?|mph|km/h|m/s)(?:\s*\^\s*\{?[23]\}?|[²³])?")
+# in a text command: \text{ cm}, \mathrm{cm}^2 after a number, a brace or a parenthesis
+_TEXT_UNIT = re.compile(r"(?<=[\d})])\s*\\(?:text|textrm|textnormal|mathrm|mbox|rm)\s*\{\s*" + _UNIT
+                        + r"\s*\}(?:\s*\^\s*\{?[23]\}?)?(?![A-Za-z])", re.IGNORECASE)
+# plain words after a space, at the end of the answer or of a list item; no one-letter
+# units here ("2 m" may be a product)
+_PLAIN_UNIT = re.compile(r"(?<=[\d}])\s+(?:(?:sq\.?|square|cubic)\s+)?(?:(?:milli|centi|kilo)?met(?:er|re)s?|[mck]m"
+                         r"|inch(?:es)?|ft|feet|yards?|miles?|units?|degrees?|seconds?|minutes?|hours?|days?|weeks?"
+                         r"|months?|years?|kg|grams?|dollars?|cents?)(?:\s*\^\s*\{?[23]\}?|[²³])?"
+                         r"(?=\s*(?:$|[,;)\]]|\\\}))", re.IGNORECASE)
+# \text{no} -> no: text commands are wrappers, what they hold is the answer
+_TEXT = re.compile(r"\\(?:text|textrm|textnormal|textbf|textit|textsf|mbox)\s*\{([^{}]*)\}")
+
+
 def normalize_answer(text: str) -> str:
     """Trivial LaTeX clean-up shared by both sides: ``$``, ``\\left``/``\\right``,
-    ``\\dfrac``, spacing commands, degrees, a trailing period, an ``x =`` prefix."""
+    ``\\dfrac``, spacing commands, degrees, units after a number (``5 \\text{ cm}``,
+    ``12 cm^2``), text commands (``\\text{no}`` is ``no``), a trailing period, an
+    ``x =`` prefix."""
     s = text.strip().replace("$", "")
     s = re.sub(r"^\\[\[(]|\\[\])]$", "", s.strip())
     for pattern, repl in _SUBS:
         s = pattern.sub(repl, s)
+    s = _PLAIN_UNIT.sub("", _TEXT_UNIT.sub("", s))
+    s = _TEXT.sub(r" \1 ", s)
     s = " ".join(s.split()).rstrip(".").strip()
     return _PREFIX.sub("", s)
 
@@ -233,8 +289,8 @@ class AnswerCheck:
 
 
 def check_answer(completion_text: str, reference: str) -> AnswerCheck:
-    """Check the last boxed answer of ``completion_text`` (pass the post-``</think>``
-    text) against ``reference``."""
+    """Check the final boxed answer of ``completion_text`` (:func:`last_boxed`; pass the
+    post-``</think>`` text) against ``reference``."""
     extracted = last_boxed(completion_text)
     if extracted is None:
         return AnswerCheck(None, False, "no_box")

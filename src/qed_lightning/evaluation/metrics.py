@@ -2,16 +2,27 @@
 ``summarize_records``, which computes every number of the report from the saved
 ``EvalRecord`` lines with the same Metric classes that run under DDP.
 
-Failed gradings (``score is None``) enter the metrics as NaN: they are excluded from
-means and counted, never scored 0. (The released QED-Nano ``stats.py`` fills them with
-0; we keep them out so a flaky judge lowers coverage, not the score, and report the
-failure rate beside the score.) Every percentage is of the maximum score 7.
+Failed gradings (``score is None``: the judge failed, its verdict did not parse or was
+off the scale, or the generation failed) enter the numbers by a named rule,
+``failed_gradings`` (registry ``FAILED_GRADINGS``):
+
+- ``zero`` (default): a failed grading scores 0, as the released QED-Nano ``stats.py``
+  does when it averages several runs (``fillna(0)`` per run), so avg@3 compares with the
+  paper's. (With a single run file that script takes pandas' NaN-skipping mean instead,
+  i.e. ``leave_out``.)
+- ``leave_out``: excluded from every mean and count, so a flaky judge lowers coverage
+  rather than the score.
+
+``summarize_records`` reports the chosen rule's numbers and, under ``by_rule``, every
+rule's, so the report can show both when they differ. Every percentage is of the
+maximum score 7.
 """
 from __future__ import annotations
 
 import math
 import statistics
 from collections import defaultdict
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -19,7 +30,31 @@ from torchmetrics import Metric
 
 from qed_lightning.evaluation.records import MAX_SCORE, EvalRecord
 
-__all__ = ["AvgAtK", "PassAtK", "pass_at_k", "summarize_records"]
+__all__ = ["FAILED_GRADINGS", "SPLITS", "AvgAtK", "PassAtK", "apply_failed_gradings", "pass_at_k",
+           "summarize_records"]
+
+# How a failed grading (NaN score) enters the numbers; ``failed_gradings`` names one.
+FAILED_GRADINGS: dict[str, Callable[[Tensor], Tensor]] = {
+    "zero": lambda scores: torch.nan_to_num(scores, nan=0.0),  # the released stats.py over several runs
+    "leave_out": lambda scores: scores,  # NaN stays NaN: every metric below skips it
+}
+
+# Problem-id groups a paper benchmark is also reported by (the released stats.py splits
+# IMO-ProofBench by id, and the paper reports PB-Basic and PB-Advanced).
+SPLITS: dict[str, dict[str, Callable[[str], bool]]] = {
+    "imo_proofbench": {
+        "PB-Basic": lambda problem_id: problem_id.startswith("PB-Basic"),
+        "PB-Advanced": lambda problem_id: problem_id.startswith("PB-Advanced"),
+    },
+}
+
+
+def apply_failed_gradings(scores: Tensor, rule: str) -> Tensor:
+    """``scores`` [N] with NaN for failed gradings, under the rule named ``rule``."""
+    try:
+        return FAILED_GRADINGS[rule](scores)
+    except KeyError:
+        raise ValueError(f"failed_gradings must be one of {sorted(FAILED_GRADINGS)}, got {rule!r}") from None
 
 
 class AvgAtK(Metric):
@@ -125,11 +160,12 @@ def _none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
-def _avg(records: list[EvalRecord], k: int) -> tuple[float | None, float | None, list[float | None]]:
-    """(avg@k %, spread %, per-run %) over runs 0..k-1, None where undefined."""
+def _avg(scores: Tensor, runs: Tensor, k: int) -> tuple[float | None, float | None, list[float | None]]:
+    """(avg@k %, spread %, per-run %) over runs 0..k-1, None where undefined.
+    scores [N] (NaN: left out), runs [N] sample indices."""
     metric = AvgAtK(k)
-    runs = [r for r in records if r.sample < k]
-    metric.update(_scores(runs), torch.tensor([r.sample for r in runs], dtype=torch.long))
+    keep = runs < k  # [N]
+    metric.update(scores[keep], runs[keep])
     mean, std, per_run = metric.compute()
     per_run = torch.atleast_1d(per_run)  # torchmetrics squeezes a one-element [k] when k=1
     return _none_if_nan(mean.item()), _none_if_nan(std.item()), [_none_if_nan(x) for x in per_run.tolist()]
@@ -140,57 +176,83 @@ def _scores(records: list[EvalRecord]) -> Tensor:
                         dtype=torch.float)  # [N]
 
 
-def _breakdown(records: list[EvalRecord], k: int, field: str) -> dict[str, float | None]:
-    groups: dict[str, list[EvalRecord]] = defaultdict(list)
-    for r in records:
-        if getattr(r, field) is not None:
-            groups[str(getattr(r, field))].append(r)
-    return {name: _avg(group, k)[0] for name, group in sorted(groups.items())}
+def _grouped(names: list[str | None], scores: Tensor, runs: Tensor, k: int) -> dict[str, float | None]:
+    """avg@k within each group; ``names`` [N] gives each record's group (None: in none)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(names):
+        if name is not None:
+            groups[name].append(i)
+    return {name: _avg(scores[idx], runs[idx], k)[0] for name, idx in groups.items()}
 
 
-def summarize_records(records: list[EvalRecord], k: int) -> dict:
-    """Every number the report shows, from one model's records on one benchmark, with
-    the keys of ``report.py``'s summary contract (plus a few counts). Percentages are
-    0..100; anything undefined (nothing graded, one run's spread) is None.
+def _split_of(record: EvalRecord) -> str | None:
+    splits = SPLITS.get(record.benchmark, {})
+    return next((name for name, belongs in splits.items() if belongs(record.problem_id)), None)
 
-    avg/spread/runs: avg@k over runs (``sample``) 0..k-1; by_category/by_level: the
-    same avg@k within each group. pass_at_1/pass_at_k use every graded sample of a
+
+def _scored(records: list[EvalRecord], k: int, problem_index: Tensor, num_problems: int, rule: str) -> dict:
+    """The numbers that depend on how failed gradings count, under ``rule``."""
+    scores = apply_failed_gradings(_scores(records), rule)  # [N]
+    runs = torch.tensor([r.sample for r in records], dtype=torch.long)  # [N]
+    out = {}
+    for name, kk in (("pass_at_1", 1), ("pass_at_k", k)):
+        metric = PassAtK(kk, num_problems=num_problems)
+        metric.update(scores, problem_index)
+        out[name] = _none_if_nan(metric.compute().item())
+        out[f"{name}_problems"], out[f"{name}_short"] = metric.counts()
+    counted = scores[~torch.isnan(scores)]  # [C]
+    out["accuracy"] = 100 * (counted >= MAX_SCORE).sum().item() / counted.numel() if counted.numel() else None
+    out["avg"], out["spread"], out["runs"] = _avg(scores, runs, k)
+    out["by_category"] = dict(sorted(_grouped([r.category for r in records], scores, runs, k).items()))
+    out["by_level"] = dict(sorted(_grouped([r.level for r in records], scores, runs, k).items()))
+    splits = _grouped([_split_of(r) for r in records], scores, runs, k)
+    # in the registry's order (PB-Basic before PB-Advanced), only the splits present
+    out["splits"] = {name: splits[name] for b in dict.fromkeys(r.benchmark for r in records)
+                     for name in SPLITS.get(b, {}) if name in splits}
+    return out
+
+
+def summarize_records(records: list[EvalRecord], k: int, failed_gradings: str = "zero") -> dict:
+    """Every number the report shows, from one model's records on one benchmark by one
+    judge, with the keys of ``report.py``'s summary contract (plus a few counts).
+    Percentages are 0..100; anything undefined (nothing graded, one run's spread) is None.
+
+    avg/spread/runs: avg@k over runs (``sample``) 0..k-1; by_category/by_level/splits:
+    the same avg@k within each group (``splits``: the benchmark's ``SPLITS``, e.g.
+    PB-Basic and PB-Advanced). pass_at_1/pass_at_k use every counted sample of a
     problem (the unbiased estimator gains from n > k); ``*_problems`` counts the
-    problems it averaged, ``*_short`` those left out with fewer than k graded samples.
-    accuracy: share of graded samples scoring 7 (AnswerBench's headline; computed for
-    every benchmark, the report reads it only for answer benchmarks). Raises on
-    duplicate (benchmark, problem_id, sample) records.
+    problems it averaged, ``*_short`` those left out with fewer than k counted samples.
+    accuracy: share of counted samples scoring 7 (AnswerBench's headline; computed for
+    every benchmark, the report reads it only for answer benchmarks). These follow the
+    ``failed_gradings`` rule (module docstring); ``by_rule`` holds them under every rule.
+    Raises on duplicate (benchmark, problem_id, sample) records and on records of more
+    than one judge (their verdicts do not make one number).
     """
+    if failed_gradings not in FAILED_GRADINGS:
+        raise ValueError(f"failed_gradings must be one of {sorted(FAILED_GRADINGS)}, got {failed_gradings!r}")
     keys = [r.key for r in records]
     if len(set(keys)) != len(keys):
         raise ValueError("duplicate (benchmark, problem_id, sample) records: deduplicate first")
+    judges = sorted({r.judge for r in records})
+    if len(judges) > 1:
+        raise ValueError(f"records of {len(judges)} judges ({', '.join(map(repr, judges))}): verdicts of different "
+                         "judges do not make one number; summarize each judge's records apart")
     index = {p: i for i, p in enumerate(dict.fromkeys((r.benchmark, r.problem_id) for r in records))}
     problem_index = torch.tensor([index[(r.benchmark, r.problem_id)] for r in records], dtype=torch.long)
-    scores = _scores(records)  # [N]
-    passes = {}
-    for name, kk in (("pass_at_1", 1), ("pass_at_k", k)):
-        metric = PassAtK(kk, num_problems=len(index))
-        metric.update(scores, problem_index)
-        passes[name] = _none_if_nan(metric.compute().item())
-        passes[f"{name}_problems"], passes[f"{name}_short"] = metric.counts()
-    graded = [r for r in records if r.graded]
+    by_rule = {rule: _scored(records, k, problem_index, len(index), rule) for rule in FAILED_GRADINGS}
+    graded = sum(r.graded for r in records)
     tokens = [r.tokens for r in records]
-    avg, spread, runs = _avg(records, k)
     return {
         "k": k,
-        "avg": avg,
-        "spread": spread,
-        "runs": runs,
-        **passes,
-        "accuracy": 100 * sum(r.score >= MAX_SCORE for r in graded) / len(graded) if graded else None,
-        "by_category": _breakdown(records, k, "category"),
-        "by_level": _breakdown(records, k, "level"),
+        **by_rule[failed_gradings],
+        "failed_gradings": failed_gradings,
+        "by_rule": by_rule,
         "tokens_mean": statistics.fmean(tokens) if tokens else None,
         "tokens_median": float(statistics.median(tokens)) if tokens else None,
-        "failure_rate": (len(records) - len(graded)) / len(records) if records else None,
+        "failure_rate": (len(records) - graded) / len(records) if records else None,
         "total": len(records),
-        "graded": len(graded),
-        "failed": len(records) - len(graded),
+        "graded": graded,
+        "failed": len(records) - graded,
         "truncated": sum(r.finish_reason == "length" for r in records),
         "problems": len(index),
     }

@@ -1,22 +1,27 @@
 """The QED-Nano paper's published headline numbers, as data, so a report can print them
-beside this project's own results as labelled reference rows.
+under this project's own results as a labelled reference table (in columns of their own:
+they are avg@3 whatever k the report's run used).
 
 Source: the recipe digest (``qed-nano-recipe.md`` section 6). The table comes from the
 QED-Nano model card; third-party notes say it matches the paper. Proof benchmarks are
 avg@3 (mean grade as a % of 7 over 3 runs, std across runs as the spread); IMO-AnswerBench
 is accuracy %. The paper's judge is not known for certain: the released evaluation code
-defaults to gemini-3-pro, so the numbers compare with ours only under that judge.
+defaults to gemini-3-pro, so the numbers compare with ours only under that judge. The
+released ``stats.py`` counts a failed grading as 0 when it averages runs (our
+``failed_gradings: zero``). The table has IMO-ProofBench as a whole only: the paper's
+PB-Basic / PB-Advanced numbers are not transcribed here.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["PAPER_JUDGE", "PAPER_METRIC", "PAPER_RESULTS", "PaperResult", "paper_results"]
+__all__ = ["PAPER_JUDGE", "PAPER_K", "PAPER_METRIC", "PAPER_RESULTS", "PaperResult", "paper_results"]
 
 PAPER_JUDGE = "judge: gemini-3-pro per the released code (unverified for the paper)"
 
-PAPER_METRIC = {"imo_proofbench": "avg@3 %", "proofbench": "avg@3 %", "answerbench": "accuracy %"}
+PAPER_K = 3  # the paper's runs per problem: its proof numbers are avg@3, whatever k a report's own run used
+PAPER_METRIC = {"imo_proofbench": f"avg@{PAPER_K}", "proofbench": f"avg@{PAPER_K}", "answerbench": "accuracy %"}
 
 _CARD = "model card (matches the paper per third parties)"
 _CARD_ONLY = "model card"

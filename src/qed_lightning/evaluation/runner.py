@@ -8,16 +8,16 @@ is graded (``EvalStore``), so a rerun of the same command only does what is miss
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
 from qed_lightning.contracts import GradingItem, Problem
-from qed_lightning.evaluation.answer_check import ANSWER_PROMPT, check_answer
+from qed_lightning.evaluation.answer_check import ANSWER_PROMPT
+from qed_lightning.evaluation.answer_grading import ANSWER_PROTOCOLS
 from qed_lightning.evaluation.benchmarks import BENCHMARKS, load_benchmark_with_report
 from qed_lightning.evaluation.metrics import summarize_records
 from qed_lightning.evaluation.policies import EnginePolicy, ServerPolicy
-from qed_lightning.evaluation.records import MAX_SCORE, EvalRecord
+from qed_lightning.evaluation.records import EvalRecord
 from qed_lightning.evaluation.report import write_report
 from qed_lightning.evaluation.store import EvalStore
 from qed_lightning.judging.answer import extract_answer
@@ -71,6 +71,7 @@ def evaluate(
     limit: int | None = None,
     on_bad_row: str = "raise",
     judge: BaseJudge | None = None,
+    answer_protocol: str = "checker",
     samples: int = 3,
     mode: str = "single",
     rc_iterations: int = 3,
@@ -82,6 +83,7 @@ def evaluate(
     chunk_size: int = 16,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
+    failed_gradings: str = "zero",
 ) -> dict:
     """Evaluates ``policy`` on a benchmark; returns the summary and writes
     ``<output_dir>/<benchmark>/<model_label>/`` (generations, records, report.md, plots).
@@ -95,7 +97,13 @@ def evaluate(
         on_bad_row: ``raise`` (default) or ``skip`` malformed benchmark rows (skipped
             rows are logged and counted in the summary's ``skipped_rows``).
         judge: The grader of proof benchmarks (an ``LLMJudge`` with the benchmark's prompt);
-            on answer benchmarks an optional fallback for answers that do not parse.
+            on answer benchmarks the ``answer_match`` grader of ``answer_protocol``.
+        answer_protocol: How answer benchmarks are scored (``ANSWER_PROTOCOLS``):
+            ``paper`` (the released evaluation: the judge grades every answer, the final
+            boxed one or, without a box, the last lines; the rule checker settles only
+            definite matches first), ``paper_grader_only`` (no checker pass), or
+            ``checker`` (the rule checker decides; the judge, if set, only what it cannot
+            compare; no box is a 0). Each record's ``judge`` field names the protocol.
         samples: k, samples per problem (avg@k, pass@k).
         mode: ``single`` (one turn) or ``rc`` (test-time reasoning cache, ``rc_iterations`` turns).
         summarizer: RC's summarizer; None: the policy summarizes itself.
@@ -108,6 +116,8 @@ def evaluate(
         progress: Progress bars for generation and grading.
         shard: (index, count): evaluate every count-th problem from index (one rank's
             share under DDP; the evaluation callback sets it).
+        failed_gradings: How failed gradings count: ``zero`` (the released code's rule,
+            default) or ``leave_out`` (``metrics.FAILED_GRADINGS``); the report shows both.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -117,6 +127,10 @@ def evaluate(
     kind = spec.kind if spec is not None else "proof"
     if kind == "proof" and judge is None:
         raise ValueError(f"benchmark {benchmark!r} grades proofs: set a judge (an LLMJudge with its prompt)")
+    if kind == "answer":
+        if answer_protocol not in ANSWER_PROTOCOLS:
+            raise ValueError(f"answer_protocol must be one of {sorted(ANSWER_PROTOCOLS)}, got {answer_protocol!r}")
+        ANSWER_PROTOCOLS[answer_protocol].check(answer_protocol, judge)  # before hours of generation
     loaded = load_benchmark_with_report(benchmark, source=source, split=split, revision=revision,
                                         columns=columns, categories=categories, levels=levels, ids=ids, limit=limit,
                                         on_bad_row=on_bad_row)
@@ -124,12 +138,17 @@ def evaluate(
     template = prompt_template or (ANSWER_PROMPT if kind == "answer" else PROOF_PROMPT)
     store = EvalStore(Path(output_dir) / benchmark / model_label)
     _generate(policy, problems, store, samples, mode, rc_iterations, summarizer, template, chunk_size, progress)
-    _grade(problems, store, kind, judge, benchmark, model_label, answer_mode, chunk_size, progress)
+    _grade(problems, store, kind, judge, benchmark, model_label, answer_mode, chunk_size, progress, answer_protocol)
     records = [store.records[(p.id, j)] for p in problems for j in range(samples) if (p.id, j) in store.records]
-    paths = write_report(records, store.directory, samples, summarize_records, {benchmark: kind})
-    summary = summarize_records(records, samples)
+    # an earlier judge's verdicts of these items are reported apart, never mixed in
+    earlier = store.other_judges([(p.id, j) for p in problems for j in range(samples)])
+    paths = write_report(records + earlier, store.directory, samples, summarize_records, {benchmark: kind},
+                         failed_gradings)
+    summary = summarize_records(records, samples, failed_gradings)
     summary["report"] = str(paths.markdown)
     summary["skipped_rows"] = len(loaded.skipped)
+    if kind == "answer":
+        summary["answer_protocol"] = answer_protocol
     log.info("%s on %s: report at %s", model_label, benchmark, paths.markdown)
     return summary
 
@@ -173,20 +192,31 @@ def _rc_rows(policy, chunk, j, iterations, summarizer, template):
     return rows
 
 
-def _grade(problems, store, kind, judge, benchmark, model_label, answer_mode, chunk_size, progress):
+def _grade(problems, store, kind, judge, benchmark, model_label, answer_mode, chunk_size, progress,
+           answer_protocol="checker"):
     by_id = {p.id: p for p in problems}
+    label, grade = _grader(kind, judge, answer_protocol)
+    store.select_judge(label)  # items graded by another judge are graded again, not mixed in
     todo = [g for key, g in store.generations.items() if key[0] in by_id
             and (key not in store.records or not store.records[key].graded)]
     chunks = list(_chunks(todo, chunk_size))
-    label = judge_label(judge) if kind == "proof" else "answer checker" + (f" + {judge_label(judge)}" if judge else "")
     for chunk in _progress(chunks, len(chunks), "grading", progress):
-        grade = _grade_proofs if kind == "proof" else _grade_answers
         scored = grade(chunk, by_id, judge, answer_mode)
         store.add_records([
             EvalRecord(benchmark, model_label, g["problem_id"], int(g["sample"]), g["text"], answer, int(g["tokens"]),
                        g["finish_reason"], score, error, _meta(by_id[g["problem_id"]], "category"),
                        _meta(by_id[g["problem_id"]], "level"), label, origin)
             for g, (answer, score, error, origin) in zip(chunk, scored)])
+
+
+def _grader(kind: str, judge: BaseJudge | None, answer_protocol: str):
+    """The records' ``judge`` label and the chunk grading function of this benchmark kind."""
+    if kind == "proof":
+        return judge_label(judge), _grade_proofs
+    protocol = ANSWER_PROTOCOLS[answer_protocol]
+    grader = judge_label(judge) if protocol.needs_judge else (
+        "answer checker" + (f" + {judge_label(judge)}" if judge else ""))
+    return f"{grader}, {protocol.label}", protocol.grade
 
 
 def _meta(problem: Problem, key: str) -> str | None:
@@ -206,32 +236,4 @@ def _grade_proofs(chunk, by_id, judge, answer_mode) -> list[tuple[str, int | Non
             continue
         v = next(verdicts)
         out.append((answer, v.score, v.error, v.origin))
-    return out
-
-
-def _grade_answers(chunk, by_id, judge, answer_mode) -> list[tuple[str, int | None, str | None, str]]:
-    """The checker decides what it can (match 7, mismatch or no box 0); an answer it
-    cannot decide (prose, unparsable) goes to the judge fallback (the ``answer_match``
-    template) when there is one, else it is a counted failure, never a silent 0."""
-    out, fallback = [], []
-    for g in chunk:
-        if g.get("error"):
-            out.append(("", None, f"generation: {g['error']}", "generation"))
-            continue
-        problem = by_id[g["problem_id"]]
-        reference = str(problem.metadata.get("short_answer", ""))
-        check = check_answer(extract_answer(g["text"], mode=answer_mode).text, reference)
-        if check.correct is not None:
-            out.append((check.extracted or "", MAX_SCORE if check.correct else 0, None,
-                        "no_box" if check.reason == "no_box" else "checker"))
-            continue
-        if judge is not None:
-            # the judge sees the short answer as the reference and the extracted answer as the text to check
-            fallback.append((len(out), GradingItem(dataclasses.replace(problem, reference_solution=reference),
-                                                   check.extracted or "")))
-        out.append((check.extracted or "", None, "undecided: the checker cannot compare these answers "
-                    "(set a judge for the fallback)", "undecided"))
-    if fallback:
-        for (i, _), v in zip(fallback, judge.grade([item for _, item in fallback])):
-            out[i] = (out[i][0], v.score, v.error, "judge_fallback")
     return out

@@ -15,13 +15,12 @@ __all__ = ["ANSWER_MODES", "ExtractedAnswer", "extract_answer", "strip_self_eval
 THINK_END = "</think>"
 ANSWER_MODES = ("after_think", "whole")
 
-# A self-evaluation *section*: a line that is only a heading-like "Self Evaluation"
-# (markdown heading, bold, or a label ending in a colon). An inline mention of
-# self-evaluation inside a sentence does not start a section.
-_SELF_EVAL_HEADING = re.compile(
-    r"^[ \t]*(?:#{1,6}[ \t]*|\*\*[ \t]*|__[ \t]*)?self[- ]?evaluation\b[^\n]{0,40}$",
-    re.IGNORECASE | re.MULTILINE,
-)
+# A self-evaluation heading, as the paper's evaluation recognises one: a line starting
+# with "#"s, then (spaces and "*" allowed between the words) up to two of "Self" and
+# "Final", then the word "Evaluation"; case-sensitive. "## Self Evaluation",
+# "### Final Evaluation", "# Evaluation", "## **Self Evaluation**" are headings;
+# "**Self Evaluation**" without "#", "## Self-Evaluation" and a sentence are not.
+_SELF_EVAL_HEADING = re.compile(r"^#+[\s*]*(?:(?:Self|Final)[\s*]*){0,2}Evaluation\b", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -34,11 +33,10 @@ class ExtractedAnswer:
 
 
 def strip_self_evaluation(text: str) -> str:
-    """Removes a trailing self-evaluation section (from its last heading to the end)."""
-    matches = list(_SELF_EVAL_HEADING.finditer(text))
-    if not matches:
-        return text
-    return text[: matches[-1].start()]
+    """Everything before the first self-evaluation heading, stripped (the whole text,
+    stripped, when there is none)."""
+    heading = _SELF_EVAL_HEADING.search(text)
+    return (text if heading is None else text[: heading.start()]).strip()
 
 
 def extract_answer(completion: str, mode: str = "after_think", strip_self_eval: bool = True) -> ExtractedAnswer:
@@ -49,7 +47,8 @@ def extract_answer(completion: str, mode: str = "after_think", strip_self_eval: 
         mode: ``"after_think"`` grades the text after the last ``</think>`` and treats
             a missing ``</think>`` as truncated; ``"whole"`` grades everything (for
             models that do not think, such as the demo model).
-        strip_self_eval: Remove a trailing self-evaluation section.
+        strip_self_eval: Cut at the first self-evaluation heading (the paper's
+            evaluation protocol; see ``strip_self_evaluation``).
     """
     if mode not in ANSWER_MODES:
         raise ValueError(f"answer mode must be one of {ANSWER_MODES}, got {mode!r}")

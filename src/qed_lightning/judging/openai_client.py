@@ -49,11 +49,14 @@ class OpenAICompatibleClient:
         model: Model name the server knows (``openai/gpt-oss-20b``).
         api: ``"chat"`` (``/chat/completions``) or ``"responses"`` (``/responses``).
         api_key_env: Name of the environment variable holding the key; None sends no key.
-        temperature: Grader sampling temperature (the paper: 1.0).
+        temperature: Grader sampling temperature (the paper's gpt-oss reward grader:
+            1.0); None sends none, so the provider's default applies (the released
+            evaluation config's Gemini grader).
         max_tokens: Output budget (``max_completion_tokens`` / ``max_output_tokens``).
         reasoning_effort: ``low``/``medium``/``high`` for reasoning models, or None.
         timeout_s: Per-request timeout (each attempt).
-        max_retries: Retries after the first attempt for retryable failures.
+        max_attempts: Requests per item in all, the first included, for retryable
+            failures (the paper: 3). 1 never resends.
         backoff_s: Base of the exponential backoff; attempt k waits up to
             ``backoff_s * 2**k`` (full jitter), capped at ``max_backoff_s``.
         max_backoff_s: Cap on one wait, Retry-After included.
@@ -68,11 +71,11 @@ class OpenAICompatibleClient:
         model: str,
         api: str = "chat",
         api_key_env: str | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = 1.0,
         max_tokens: int = 8192,
         reasoning_effort: str | None = None,
         timeout_s: float = 900.0,
-        max_retries: int = 3,
+        max_attempts: int = 3,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         max_concurrency: int = 64,
@@ -81,11 +84,13 @@ class OpenAICompatibleClient:
     ) -> None:
         if api not in APIS:
             raise ValueError(f"api must be one of {APIS}, got {api!r}")
-        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
-            raise ValueError("max_concurrency >= 1, max_retries >= 0 and timeout_s > 0 are required")
+        if max_concurrency < 1 or max_attempts < 1 or timeout_s <= 0:
+            raise ValueError(f"OpenAICompatibleClient needs max_concurrency >= 1, max_attempts >= 1 (requests in "
+                             f"all, the first included) and timeout_s > 0; got {max_concurrency}, {max_attempts}, "
+                             f"{timeout_s}")
         self.base_url, self.model, self.api = base_url.rstrip("/"), model, api
         self.temperature, self.max_tokens, self.reasoning_effort = temperature, max_tokens, reasoning_effort
-        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.timeout_s, self.max_attempts = timeout_s, max_attempts
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.max_concurrency, self.extra_body = max_concurrency, dict(extra_body or {})
         self.api_key_env, self.progress = api_key_env, progress
@@ -141,7 +146,7 @@ class OpenAICompatibleClient:
             except _Final as err:
                 return JudgeReply(error=self._scrub(str(err)), latency_s=time.perf_counter() - start, attempts=attempt)
             except _Retryable as err:
-                if attempt > self.max_retries:
+                if attempt >= self.max_attempts:
                     detail = f"{err} (gave up after {attempt} attempts)"
                     return JudgeReply(error=self._scrub(detail), latency_s=time.perf_counter() - start, attempts=attempt)
                 time.sleep(self._backoff(attempt - 1, err.retry_after))
@@ -154,7 +159,9 @@ class OpenAICompatibleClient:
         return min(wait, self.max_backoff_s)
 
     def _request(self, request: JudgeRequest) -> tuple[str, dict[str, Any]]:
-        body: dict[str, Any] = {"model": self.model, "temperature": self.temperature}
+        body: dict[str, Any] = {"model": self.model}
+        if self.temperature is not None:  # None: the provider's default
+            body["temperature"] = self.temperature
         if self.api == "chat":
             body["messages"] = [{"role": "user", "content": request.prompt}]
             body["max_completion_tokens"] = self.max_tokens

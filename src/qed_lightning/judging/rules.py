@@ -8,9 +8,10 @@ __all__ = ["boxed_answer_matches", "contains_letter_e", "last_boxed"]
 
 
 def boxed_answer_matches(problem: Problem, answer: str) -> int:
-    """7 if the last ``\\boxed{}`` is the same math answer as ``problem.metadata["answer"]``
-    (equivalence as in AnswerBench evaluation; identical text when the checker cannot
-    decide), else 0. Raises if the problem has no answer to compare with."""
+    """7 if the final boxed answer (``last_boxed``: every box on the last line holding
+    one) is the same math answer as ``problem.metadata["answer"]`` (equivalence as in
+    AnswerBench evaluation; identical text when the checker cannot decide), else 0.
+    Raises if the problem has no answer to compare with."""
     if "answer" not in problem.metadata:
         raise KeyError(f"problem {problem.id!r} has no metadata['answer'] to check against")
     boxed = last_boxed(answer)
