@@ -68,6 +68,15 @@ def test_a_crash_resumes_without_redoing_finished_items(tmp_path):
     assert len(lines) == 12  # nothing graded twice
 
 
+def test_a_rerun_on_fewer_problems_loses_no_records(tmp_path):
+    run(ScriptedPolicy(), tmp_path)
+    out = tmp_path / "demo" / "scripted"
+    before = sorted((out / "records.jsonl").read_text().splitlines())
+    summary = run(ScriptedPolicy(), tmp_path, limit=2)  # the report covers 2 problems; the file keeps all 6
+    assert summary["graded"] == 4
+    assert sorted((out / "records.jsonl").read_text().splitlines()) == before
+
+
 IMOBENCH = __import__("pathlib").Path(__file__).resolve().parents[2].parent / "shared" / "data" / "imobench"
 
 

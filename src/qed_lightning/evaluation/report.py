@@ -25,9 +25,10 @@ benchmark, judge), and a model graded by two judges gets a row per judge.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,25 @@ class ReportPaths:
     markdown: Path
     plots: list[Path]
     jsonl: Path
+
+
+def _record_key(r) -> tuple:
+    return (r.model, r.benchmark, r.judge, r.problem_id, r.sample)
+
+
+def _records_not_reported(jsonl: Path, records: Sequence) -> list:
+    """Records already in ``jsonl`` that this report does not cover (another problem
+    subset, e.g. a rerun with --limit): kept, so rewriting the file loses nothing."""
+    if not jsonl.exists():
+        return []
+    covered = {_record_key(r) for r in records}
+    latest: dict[tuple, object] = {}
+    for line in jsonl.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = EvalRecord.from_dict(json.loads(line))
+            if _record_key(record) not in covered:
+                latest[_record_key(record)] = record  # the newest line of an item counts
+    return list(latest.values())
 
 
 def write_report(
@@ -95,7 +115,8 @@ def write_report(
     summaries = {key: summarize(recs, k, failed_gradings) for key, recs in groups.items()}
 
     jsonl = out / "records.jsonl"
-    jsonl.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
+    kept = _records_not_reported(jsonl, records)
+    jsonl.write_text("".join(r.to_json() + "\n" for r in kept + list(records)), encoding="utf-8")
     plots = _write_plots(groups, out)
     lines = _headline(benches, kinds, groups, summaries, k, failed_gradings)
     lines += _published(benches, kinds, k)
