@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 # Bump when the factory changes in a way the settings hash below cannot see.
-_FACTORY_VERSION = 1
+_FACTORY_VERSION = 2
 _VOCAB_SIZE = 768
 _VOCAB_MULTIPLE = 64
 # The model that tiny_model_dir saves (build_tiny_model's defaults, spelled out so
@@ -51,12 +51,14 @@ _QWEN_SPLIT = (
 )
 
 # Qwen3-4B-Thinking-2507 style, reduced to what this project relies on: an assistant
-# turn with ``reasoning_content`` renders its think block, and the generation prompt
-# already opens ``<think>`` (the model only writes the reasoning and what follows).
+# turn with ``reasoning_content`` renders its think block, the last assistant turn
+# always does (an empty one without reasoning, as the real template writes it), and
+# the generation prompt already opens ``<think>`` (the model only writes the
+# reasoning and what follows).
 _QWEN3_TEMPLATE = (
     "{%- for message in messages %}"
-    "{%- if message.role == 'assistant' and message.reasoning_content is string %}"
-    "{{- '<|im_start|>assistant\\n<think>\\n' + (message.reasoning_content | trim('\\n'))"
+    "{%- if message.role == 'assistant' and (message.reasoning_content is string or loop.last) %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + ((message.reasoning_content or '') | trim('\\n'))"
     " + '\\n</think>\\n\\n' + message.content + '<|im_end|>\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
@@ -136,8 +138,23 @@ def _train_bpe() -> Tokenizer:
     )
     # A few repeats so merges reach min_frequency; order is fixed, so merges are too.
     tok.train_from_iterator(list(_CORPUS) * 4, trainer=trainer)
+    tok = _with_blank_line_token(tok)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     return tok
+
+
+def _with_blank_line_token(tok: Tokenizer) -> Tokenizer:
+    """Adds Qwen3's one-token blank line: its BPE writes "\\n\\n" as one token (271), so
+    an empty think block ``<think>\\n\\n</think>`` does not start with the generation
+    prompt's ``<think>\\n`` token for token. The corpus does not teach that merge; it
+    is added last, so no other merge changes, under the next id of the BPE vocabulary."""
+    data = json.loads(tok.to_str())
+    model = data["model"]
+    newline = "\u010a"  # byte-level BPE's symbol for "\\n"
+    model["vocab"][newline * 2] = len(model["vocab"])
+    merges = model["merges"]
+    merges.append([newline, newline] if not merges or isinstance(merges[0], list) else f"{newline} {newline}")
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def build_tiny_tokenizer(*, template: str = "qwen3") -> PreTrainedTokenizerFast:

@@ -103,8 +103,38 @@ def test_eos_inside_response_is_an_error(tiny_smollm2_tokenizer):
         render_sft_example(tiny_smollm2_tokenizer, ex)
 
 
-def test_thinking_template_without_reasoning_is_an_error(tiny_qwen3_tokenizer):
-    # The generation prompt opens <think>, which a reasoning-free assistant turn lacks.
-    ex = SFTExample(id="no-trace", prompt_messages=EXAMPLE.prompt_messages, reasoning=None, response=RESPONSE)
-    with pytest.raises(ValueError, match="no-trace.*not a prefix"):
-        render_sft_example(tiny_qwen3_tokenizer, ex)
+@pytest.mark.parametrize("reasoning", [None, ""])
+def test_thinking_template_without_reasoning_trains_an_empty_think_block(tiny_qwen3_tokenizer, reasoning):
+    # The generation prompt opens <think>: the completion must close it. The tiny
+    # tokenizer, like Qwen3's, writes the block's blank line as one token, so the
+    # completion is tokenized from the prompt's last token on: "\n" then "</think>".
+    tok = tiny_qwen3_tokenizer
+    ex = SFTExample(id="no-trace", prompt_messages=EXAMPLE.prompt_messages, reasoning=reasoning, response=RESPONSE)
+    out = render_sft_example(tok, ex)
+    prompt_ids = _ids(tok, "<|im_start|>user\nProve that 1 + 3 + ... + (2n - 1) = n^2.<|im_end|>\n"
+                           "<|im_start|>assistant\n<think>\n")
+    n = len(prompt_ids)
+    newline, blank_line, close = (_ids(tok, t) for t in ("\n", "\n\n", "</think>"))
+    assert len(blank_line) == 1  # the merge that makes the whole render differ at the boundary
+    assert _ids(tok, tok.apply_chat_template(
+        [*ex.prompt_messages, {"role": "assistant", "content": RESPONSE}], tokenize=False))[n - 1] == blank_line[0]
+    assert out.input_ids[:n] == prompt_ids and out.labels[:n] == [IGNORE_INDEX] * n
+    assert out.input_ids[n:n + 3] == newline + close + blank_line
+    assert tok.decode(out.input_ids[n:]) == f"\n</think>\n\n{RESPONSE}<|im_end|>"
+    assert out.labels[n:] == out.input_ids[n:]
+
+
+def test_a_template_that_opens_think_but_skips_an_absent_block_still_gets_one():
+    # Some thinking templates write the think block only from reasoning_content: for an
+    # example without reasoning the block is then passed empty, so the completion closes
+    # the <think> the generation prompt opened.
+    tok = build_tiny_tokenizer(template="qwen3")
+    tok.chat_template = (
+        "{%- for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{% if m.reasoning_content is string %}<think>\n{{ m.reasoning_content }}\n</think>\n\n{% endif %}"
+        "{{ m.content }}<|im_end|>\n{%- endfor %}"
+        "{%- if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+    )
+    out = render_sft_example(tok, SFTExample(id="x", prompt_messages=EXAMPLE.prompt_messages, reasoning=None,
+                                             response=RESPONSE))
+    assert tok.decode([t for t in out.labels if t != IGNORE_INDEX]) == f"\n</think>\n\n{RESPONSE}<|im_end|>"

@@ -65,7 +65,7 @@ def test_rows_to_problems_maps_columns_and_filters_difficulty():
 
 @pytest.mark.parametrize("values,message", [
     ({"rubrics": "R"}, r"f.jsonl:1: column 'problem' is missing"),
-    ({"problem": "  ", "rubrics": "R"}, r"f.jsonl:1: column 'problem' is missing or empty"),
+    ({"problem": "  ", "rubrics": "R"}, r"f.jsonl:1: column 'problem' is empty \(blank\)"),
 ])
 def test_bad_rows_are_named(values, message):
     with pytest.raises(DataSourceError, match=message):
@@ -73,7 +73,7 @@ def test_bad_rows_are_named(values, message):
 
 
 def test_difficulty_filter_without_its_columns_says_so():
-    with pytest.raises(DataSourceError, match="difficulty filter needs numeric 'reward_mean'"):
+    with pytest.raises(DataSourceError, match=r"f.jsonl:1: column 'reward_mean' is missing \(the difficulty filter needs it"):
         rows_to_problems(rows({"problem": "P"}), ProblemColumns(), difficulty_filter=True)
 
 

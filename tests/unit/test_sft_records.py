@@ -24,10 +24,10 @@ def test_shipped_demo_dataset_converts_completely():
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"id": "b", "problem": "P", "reasoning": "r"}, r"rows.jsonl:2: missing column 'proof'"),
+        ({"id": "b", "problem": "P", "reasoning": "r"}, r"rows.jsonl:2: column 'proof' is missing"),
         ({"id": "b", "problem": "", "reasoning": "r", "proof": "x"}, r"rows.jsonl:2: column 'problem' is empty"),
-        ({"id": "b", "problem": "P", "reasoning": "r", "proof": 3}, r"rows.jsonl:2: column 'proof' must be a string, got int"),
-        ({"id": "b", "problem": ["P"], "reasoning": "r", "proof": "x"}, r"rows.jsonl:2: column 'problem' must be a string, got list"),
+        ({"id": "b", "problem": "P", "reasoning": "r", "proof": 3}, r"rows.jsonl:2: column 'proof' holds an int \(3\); expected text"),
+        ({"id": "b", "problem": ["P"], "reasoning": "r", "proof": "x"}, r"rows.jsonl:2: column 'problem' holds a list"),
     ],
 )
 def test_bad_rows_are_named(tmp_path, bad, message):
@@ -41,12 +41,12 @@ def test_bad_rows_are_named(tmp_path, bad, message):
 
 def test_invalid_json_line_and_empty_and_all_bad(tmp_path):
     p = tmp_path / "broken.jsonl"
-    p.write_text('{"problem": "P", "proof": "x"}\n{not json\n')
+    p.write_text('{"id": "a", "problem": "P", "reasoning": "r", "proof": "x"}\n{not json\n')
     with pytest.raises(DataSourceError, match=r"broken.jsonl:2: not valid JSON"):
         rows_to_sft_examples(iter_rows(str(p)), COLS)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(DataSourceError, match="the dataset is empty"):
+    with pytest.raises(DataSourceError, match="empty.jsonl: the file has no rows"):
         rows_to_sft_examples(iter_rows(str(empty)), COLS)
     allbad = write_jsonl(tmp_path / "allbad.jsonl", [{"problem": "P"}])
     with pytest.raises(DataSourceError, match="no usable SFT rows"):

@@ -1,10 +1,15 @@
 """Rendering SFT examples through a tokenizer's own chat template into token ids and
 labels.
 
-The prompt/completion boundary is found in *tokens*, not text: we tokenize the full
-conversation and the prompt with its generation prompt, and require the second to be a
-token prefix of the first. The completion is then exactly the tokens a policy would
-have to sample after that generation prompt, which is what RL later trains on too.
+The prompt (with its generation prompt) and the full conversation are rendered as
+text; the first must be a text prefix of the second (a template that rewrites earlier
+turns is refused). The prompt's text and the rest are then tokenized *separately*:
+the completion's tokens start exactly where the prompt's tokens end, which is what a
+policy samples after that prompt and what RL later trains on too. Tokenizing the whole
+conversation at once can merge characters across that boundary: Qwen3's tokenizer
+writes an empty think block's ``<think>\\n\\n</think>`` with one ``\\n\\n`` token (271),
+while the prompt ends ``<think>\\n`` (198); split, the completion starts ``\\n</think>``
+(198, 151668), as sampled.
 """
 from __future__ import annotations
 
@@ -14,9 +19,11 @@ from transformers import PreTrainedTokenizerBase
 
 __all__ = [
     "IGNORE_INDEX",
+    "RenderError",
     "SFTExample",
     "TokenizedExample",
     "template_keeps_reasoning",
+    "template_opens_think",
     "render_sft_example",
 ]
 
@@ -33,14 +40,22 @@ class SFTExample:
     Args:
         id: Stable identifier, used in every error message about this example.
         prompt_messages: Chat messages before the assistant turn (system/user...).
-        reasoning: The chain of thought, or None when the data has none.
+        reasoning: The chain of thought; ``""`` for an empty think block; None when
+            the data has no reasoning column (an empty think block all the same when
+            the template's generation prompt opens one).
         response: The final answer/proof written after the reasoning.
+        origin: The source row (``file.jsonl:12``), for bad-row messages.
     """
 
     id: str
     prompt_messages: list[dict[str, str]]
     reasoning: str | None
     response: str
+    origin: str | None = None
+
+
+class RenderError(ValueError):
+    """An example the chat template and tokenizer cannot turn into prompt + completion."""
 
 
 @dataclass(frozen=True)
@@ -89,20 +104,30 @@ def template_keeps_reasoning(tokenizer: PreTrainedTokenizerBase) -> bool:
     return _PROBE_SENTINEL in _render(tokenizer, probe, generation_prompt=False)
 
 
+def template_opens_think(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Tells whether the generation prompt opens a think block (Qwen3-Thinking-2507):
+    then every trained completion must close one, even without reasoning."""
+    prompt = _render(tokenizer, [{"role": "user", "content": "probe"}], generation_prompt=True)
+    return prompt.rstrip().endswith("<think>")
+
+
 def _tokenize(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     # The template already wrote its special tokens; letting the tokenizer add a
     # BOS (or anything else) here would double it.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _assistant_message(example: SFTExample, keeps_reasoning: bool) -> dict[str, str]:
-    if example.reasoning is None:
+def _assistant_message(example: SFTExample, keeps_reasoning: bool, opens_think: bool) -> dict[str, str]:
+    reasoning = example.reasoning
+    if reasoning is None and opens_think:
+        reasoning = ""  # the prompt opened <think>: the completion closes it, empty
+    if reasoning is None:
         return {"role": "assistant", "content": example.response}
     if keeps_reasoning:
-        return {"role": "assistant", "content": example.response, "reasoning_content": example.reasoning}
+        return {"role": "assistant", "content": example.response, "reasoning_content": reasoning}
     # The template would drop reasoning_content, so write the think block ourselves
     # in the same shape a thinking template produces.
-    reasoning = example.reasoning.strip("\n")
+    reasoning = reasoning.strip("\n")
     return {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{example.response}"}
 
 
@@ -113,6 +138,8 @@ def render_sft_example(tokenizer: PreTrainedTokenizerBase, example: SFTExample) 
     for a Qwen3-Thinking template (whose generation prompt already opens ``<think>``)
     that is ``{reasoning}\\n</think>\\n\\n{response}<|im_end|>``; for a plain ChatML
     template it is ``<think>\\n{reasoning}\\n</think>\\n\\n{response}<|im_end|>``.
+    Empty reasoning (``""``) is an empty think block, tokenized from the prompt's
+    last token on (module docstring).
 
     Choice about the tail: whatever the template writes after the end-of-turn token
     (ChatML's ``\\n``) is dropped from ``input_ids``. A sampled completion stops at
@@ -128,35 +155,35 @@ def render_sft_example(tokenizer: PreTrainedTokenizerBase, example: SFTExample) 
         ``IGNORE_INDEX`` on the prompt.
 
     Raises:
-        ValueError: Naming ``example.id`` when the prompt's tokens are not a prefix of
-            the full conversation's tokens (a template that rewrites earlier turns, or
-            a tokenizer merge across the boundary), when the completion has no
-            end-of-turn token, or when something other than whitespace follows it.
+        RenderError: Naming ``example.id`` when the prompt's text is not a prefix of
+            the full conversation's text (a template that rewrites earlier turns),
+            when the completion has no end-of-turn token, or when something other than
+            whitespace follows it.
     """
     keeps_reasoning = template_keeps_reasoning(tokenizer)
+    opens_think = template_opens_think(tokenizer)
     prompt = [dict(m) for m in example.prompt_messages]
-    full = prompt + [_assistant_message(example, keeps_reasoning)]
-    prompt_ids = _tokenize(tokenizer, _render(tokenizer, prompt, generation_prompt=True))
-    full_ids = _tokenize(tokenizer, _render(tokenizer, full, generation_prompt=False))
-
-    n_prompt = len(prompt_ids)
-    if full_ids[:n_prompt] != prompt_ids:
-        at = next((i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b), len(full_ids))
-        raise ValueError(
-            f"example {example.id!r}: the prompt's tokens are not a prefix of the full "
-            f"conversation's tokens (first difference at token {at} of {n_prompt}: "
-            f"prompt {tokenizer.decode(prompt_ids[at:at + 8])!r} vs full "
-            f"{tokenizer.decode(full_ids[at:at + 8])!r}); the chat template rewrites earlier "
-            "turns or the tokenizer merges across the prompt/completion boundary"
+    full = prompt + [_assistant_message(example, keeps_reasoning, opens_think)]
+    prompt_text = _render(tokenizer, prompt, generation_prompt=True)
+    full_text = _render(tokenizer, full, generation_prompt=False)
+    if not full_text.startswith(prompt_text):
+        at = next((i for i, (a, b) in enumerate(zip(prompt_text, full_text)) if a != b), len(full_text))
+        raise RenderError(
+            f"example {example.id!r}: the prompt's text is not a prefix of the full conversation's "
+            f"(first difference at character {at} of {len(prompt_text)}: prompt {prompt_text[at:at + 40]!r} vs "
+            f"full {full_text[at:at + 40]!r}); the chat template renders earlier turns differently once "
+            "an assistant turn follows"
         )
+    prompt_ids = _tokenize(tokenizer, prompt_text)
+    completion = _tokenize(tokenizer, full_text[len(prompt_text):])
+    n_prompt = len(prompt_ids)
 
-    completion = full_ids[n_prompt:]
     eos = tokenizer.eos_token_id
     if eos not in completion:
-        raise ValueError(f"example {example.id!r}: completion has no end-of-turn token {tokenizer.eos_token!r}")
+        raise RenderError(f"example {example.id!r}: completion has no end-of-turn token {tokenizer.eos_token!r}")
     end = completion.index(eos) + 1
     if tokenizer.decode(completion[end:]).strip():
-        raise ValueError(
+        raise RenderError(
             f"example {example.id!r}: text follows the first {tokenizer.eos_token!r} of the "
             "assistant turn (does the response contain an end-of-turn token?)"
         )

@@ -11,8 +11,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from qed_lightning.data.bad_rows import BadRowError, BadRows, check_policy
 from qed_lightning.data.records import SFTColumns, rows_to_sft_examples
-from qed_lightning.data.rendering import TokenizedExample, render_sft_example
+from qed_lightning.data.rendering import RenderError, TokenizedExample, render_sft_example
 from qed_lightning.data.sources import DataSourceError, iter_rows
 from qed_lightning.data.steps import ExampleList, StepCollator, StepSampler
 from qed_lightning.seeding import run_seed
@@ -28,7 +29,8 @@ warnings.filterwarnings("ignore", message="You're resuming from a checkpoint tha
 @dataclass
 class SFTDataStats:
     rows: int = 0
-    skipped_bad_rows: int = 0
+    skipped_bad_rows: int = 0  # by reason: SFTDataModule.bad_rows.counts
+    empty_reasoning: int = 0  # kept rows trained with an empty think block
     dropped_overlong: int = 0
     train_examples: int = 0
     val_examples: int = 0
@@ -51,7 +53,9 @@ class SFTDataModule(pl.LightningDataModule):
         system_prompt: Optional system turn.
         max_length: Longest sample in tokens (prompt + completion).
         on_overlong: ``drop`` (count and log) or ``error`` (name the row).
-        on_bad_row: ``error`` (name the row) or ``skip`` (count and log).
+        on_bad_row: ``error`` (stop, naming file, row and column) or ``skip`` (count by
+            reason, log the first rows of each, and log the counts as ``data/skipped/*``
+            metrics). See "Data validation" in the README.
         samples_per_step: Samples per optimizer step, across all ranks (global batch).
         packing: Pack samples into rows with per-sample position ids; else pad.
         micro_batch_tokens: Tokens per packed micro-batch row (>= max_length).
@@ -89,6 +93,7 @@ class SFTDataModule(pl.LightningDataModule):
         super().__init__()
         if on_overlong not in OVERLONG_POLICIES:
             raise ValueError(f"on_overlong must be one of {OVERLONG_POLICIES}, got {on_overlong!r}")
+        check_policy(on_bad_row)
         if packing and micro_batch_tokens < max_length:
             raise ValueError(
                 f"micro_batch_tokens ({micro_batch_tokens}) must be >= max_length ({max_length}) when packing"
@@ -102,6 +107,7 @@ class SFTDataModule(pl.LightningDataModule):
         )
         self.tokenizer = None
         self.stats = SFTDataStats()
+        self.bad_rows = BadRows(on_bad_row, source)
         self.resume_step: int | None = None  # set by a checkpoint: where the epoch's order continues
         self._train_loader_built = False
         self.train_examples: list[TokenizedExample] = []
@@ -117,16 +123,20 @@ class SFTDataModule(pl.LightningDataModule):
     def load_examples(self) -> list[TokenizedExample]:
         hp = self.hparams
         rows = iter_rows(hp.source, config_name=hp.config_name, split=hp.split, revision=hp.revision)
+        bad = self.bad_rows = BadRows(hp.on_bad_row, hp.source)
         examples, report = rows_to_sft_examples(
             rows, self.columns, prompt_template=hp.prompt_template,
-            system_prompt=hp.system_prompt, on_bad_row=hp.on_bad_row,
+            system_prompt=hp.system_prompt, bad_rows=bad,
         )
         self.stats.rows = report.kept + report.total_skipped
-        self.stats.skipped_bad_rows = report.total_skipped
         tokenizer = self._tokenizer()
         kept = []
         for example in examples:
-            tokenized = render_sft_example(tokenizer, example)
+            try:
+                tokenized = render_sft_example(tokenizer, example)
+            except RenderError as err:
+                bad.add(BadRowError(example.origin or example.id, "does_not_render", str(err)))
+                continue
             if len(tokenized.input_ids) > hp.max_length:
                 if hp.on_overlong == "error":
                     raise DataSourceError(
@@ -136,10 +146,15 @@ class SFTDataModule(pl.LightningDataModule):
                 self.stats.dropped_overlong += 1
                 continue
             kept.append(tokenized)
-        if not kept:
+            self.stats.empty_reasoning += example.reasoning == ""
+        self.stats.skipped_bad_rows = bad.total
+        if not kept and self.stats.dropped_overlong:
             raise DataSourceError(
-                f"{hp.source}: all {len(examples)} examples exceed max_length={hp.max_length}"
+                f"{hp.source}: all {self.stats.dropped_overlong} usable examples exceed max_length={hp.max_length}"
+                + (f" ({bad.describe()})" if bad.total else "")
             )
+        if not kept:
+            raise bad.nothing_left("SFT rows")
         return kept
 
     def setup(self, stage: str | None = None) -> None:
@@ -154,10 +169,12 @@ class SFTDataModule(pl.LightningDataModule):
         s.train_examples, s.val_examples = len(self.train_examples), len(self.val_examples)
         s.train_tokens = sum(len(e.input_ids) for e in self.train_examples)
         rank_zero_info(
-            f"SFT data from {self.hparams.source}: {s.rows} rows, {s.skipped_bad_rows} bad rows skipped, "
+            f"SFT data from {self.hparams.source}: {s.rows} rows, {self.bad_rows.describe()}, "
+            f"{s.empty_reasoning} with empty reasoning, "
             f"{s.dropped_overlong} over max_length={self.hparams.max_length} dropped, "
             f"{s.train_examples} train / {s.val_examples} val examples, {s.train_tokens} train tokens"
         )
+        self.bad_rows.log_to(self.trainer)
 
     def _loader(self, examples: list[TokenizedExample], shuffle: bool) -> torch.utils.data.DataLoader:
         trainer = self.trainer

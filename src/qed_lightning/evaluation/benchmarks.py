@@ -3,22 +3,26 @@ which column holds what, how the benchmark is graded) and ``load_benchmark``, wh
 turns a file or hub dataset into ``Problem``s, filtered and sliced.
 
 The benchmark files are not shipped: give a path or a hub id as ``source``. Every
-bad row is an error naming its file and row, or, with ``on_bad_row="skip"``, is
-skipped and counted in the ``BenchmarkLoad`` report (and logged), never dropped
-silently.
+bad row is an error naming its file, row and column, or, with ``on_bad_row="skip"``,
+is skipped and counted by reason in the ``BenchmarkLoad`` report (and logged), never
+dropped silently (``data/bad_rows.py``). Given the judge, a problem lacking what its
+template fills in is a bad row too, found before any generation. Duplicate ids are an
+error under both settings (they key the evaluation store).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from qed_lightning.contracts import Problem
-from qed_lightning.data.sources import DataSourceError, iter_rows
-from qed_lightning.evaluation.columns import (
-    FIELDS, METADATA_FIELDS, Names, cell_text, check_csv_shape, merge_columns, resolve_columns,
-)
+from qed_lightning.data.bad_rows import BadRowError, BadRows
+from qed_lightning.data.cells import id_cell, text_cell
+from qed_lightning.data.judge_ready import problems_for_judge
+from qed_lightning.data.sources import DataSourceError, SourceRow, iter_rows
+from qed_lightning.evaluation.columns import FIELDS, METADATA_FIELDS, Names, merge_columns, resolve_columns
 
 __all__ = ["BENCHMARKS", "BenchmarkLoad", "BenchmarkSpec", "get_benchmark", "load_benchmark",
            "load_benchmark_with_report"]
@@ -119,11 +123,12 @@ BENCHMARKS["jsonl"] = BENCHMARKS["custom"]
 @dataclass
 class BenchmarkLoad:
     """What ``load_benchmark_with_report`` returns: the problems, the number of rows
-    read, and each skipped row as ``"<file:row>: <why>"``."""
+    read, each skipped row as ``"<file:row>: <why>"``, and the skips by reason."""
 
     problems: list[Problem]
     rows: int = 0
     skipped: list[str] = field(default_factory=list)
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 def get_benchmark(name: str | BenchmarkSpec) -> BenchmarkSpec:
@@ -134,18 +139,26 @@ def get_benchmark(name: str | BenchmarkSpec) -> BenchmarkSpec:
     return BENCHMARKS[name]
 
 
-def _row_problem(spec: BenchmarkSpec, cols: dict[str, str], values: dict, origin: str, index: int,
-                 is_csv: bool) -> Problem:
-    text = {f: cell_text(values.get(c)) for f, c in cols.items()}
-    # The id too: a CSV row number is not the editor's line number when cells span lines.
-    where = f"{origin} (id {text['id']!r})" if text.get("id") else origin
-    if is_csv:
-        check_csv_shape(values, where)
-    for f in ("problem", "id", *spec.required):
-        if f in cols and text[f] is None:
-            why = f" ({spec.grader} needs it)" if f in spec.required else ""
-            raise DataSourceError(f"{where}: {f} column {cols[f]!r} is missing or empty{why}")
-    pid = text["id"] if "id" in cols else f"row{index}"
+def _named(row: SourceRow, cols: dict[str, str]) -> SourceRow:
+    # The id beside the row: a CSV record's first line is easy to miss when cells span lines.
+    value = row.values.get(cols["id"]) if "id" in cols else None
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+        return dataclasses.replace(row, origin=f"{row.origin} (id {str(value).strip()!r})")
+    return row
+
+
+def _row_problem(spec: BenchmarkSpec, cols: dict[str, str], row: SourceRow) -> Problem:
+    origin, row = row.origin, _named(row, cols)
+    text: dict[str, Any] = {}
+    for f, column in cols.items():
+        required = f == "problem" or f in spec.required
+        why = f" ({spec.grader} needs it)" if f in spec.required else ""
+        if f == "id":
+            text[f] = id_cell(row, column, field=f)
+        else:
+            text[f] = text_cell(row, column, required=required, field=f, why=why,
+                                numbers=f in METADATA_FIELDS, schema=f == "rubric")
+    pid = text["id"] if "id" in cols else f"row{row.index}"
     meta = {"benchmark": spec.name, "origin": origin}
     meta.update({f: text[f] for f in METADATA_FIELDS if text.get(f) is not None})
     if spec.subset_pattern and (m := re.match(spec.subset_pattern, pid)):
@@ -177,17 +190,18 @@ def load_benchmark_with_report(
     subsets: Sequence[str] | None = None,
     ids: Sequence[str] | None = None,
     limit: int | None = None,
-    on_bad_row: Literal["raise", "skip"] = "raise",
+    on_bad_row: str = "error",
+    judge: Any = None,
 ) -> BenchmarkLoad:
     """``load_benchmark``, returning the skipped rows too (see there for the arguments)."""
     spec = get_benchmark(name)
-    if on_bad_row not in ("raise", "skip"):
-        raise ValueError(f"on_bad_row must be 'raise' or 'skip', got {on_bad_row!r}")
+    bad = BadRows(on_bad_row)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     source = source or spec.source
     if source is None:
         raise ValueError(f"benchmark {spec.name!r} has no default source: give source= (a file path or hub id)")
+    bad.source = source
     mapping = merge_columns(spec.columns, columns)
     if "problem" not in mapping:
         raise ValueError(f"benchmark {spec.name!r}: the column mapping has no 'problem' column")
@@ -196,32 +210,45 @@ def load_benchmark_with_report(
                          f"({spec.grader} uses them)")
     lenient = [f for f in spec.optional if f not in (columns or {})]  # a user's own column must exist
     report, seen, cols = BenchmarkLoad(problems=[]), {}, None
-    is_csv = source.lower().endswith(".csv")
+
+    def skip(err: BadRowError) -> None:
+        bad.add(err)  # raises under on_bad_row: error
+        report.skipped.append(str(err))
+
     for row in iter_rows(source, split=split or spec.split, revision=revision):
         report.rows += 1
-        if cols is None:
-            header = [k for k in row.values if k is not None]
-            cols = resolve_columns(mapping, header, f"{source} ({spec.name})", lenient)
+        if row.error is not None:
+            skip(row.error)
+            continue
+        if cols is None:  # the first parsed row has the columns (every CSV row, the header's)
+            cols = resolve_columns(mapping, list(row.values), f"{source} ({spec.name})", lenient)
         try:
-            problem = _row_problem(spec, cols, row.values, row.origin, row.index, is_csv)
-        except ValueError as err:  # DataSourceError, or Problem's own checks
-            if on_bad_row == "raise":
-                raise
-            report.skipped.append(str(err))
+            problem = _row_problem(spec, cols, row)
+        except BadRowError as err:
+            skip(err)
             continue
         if problem.id in seen:  # never skipped: which of the two is right is the user's call
-            raise DataSourceError(f"{row.origin}: duplicate problem id {problem.id!r} (first at {seen[problem.id]})")
+            raise DataSourceError(f"{row.origin}: duplicate problem id {problem.id!r} (first at {seen[problem.id]}); "
+                                  "ids key the evaluation's records, so this is an error under on_bad_row: skip too")
         seen[problem.id] = row.origin
         report.problems.append(problem)
-    if report.rows == 0:
-        raise DataSourceError(f"{source}: no rows")
     problems = report.problems[-spec.tail:] if spec.tail else report.problems
     for key, wanted in (("category", categories), ("level", levels), ("subset", subsets), ("id", ids)):
         problems = _keep(problems, key, wanted, len(report.skipped))
+    if judge is not None:  # before any generation: what the judge's template fills in
+        attrs = {"statement": "problem", "rubric": "rubric", "reference_solution": "reference_solution"}
+        checked = BadRows(on_bad_row, source, log_first=len(problems))  # keeps every message
+        problems = problems_for_judge(problems, judge, {a: cols.get(f) if cols else None for a, f in attrs.items()},
+                                      checked)
+        for reason, messages in checked.first.items():
+            bad.counts[reason] += checked.counts[reason]
+            report.skipped += messages
     report.problems = problems[:limit] if limit else problems
-    if report.skipped:
-        log.warning("%s: skipped %d bad rows of %d, first: %s",
-                    source, len(report.skipped), report.rows, report.skipped[0])
+    report.skipped_by_reason = dict(bad.counts)
+    if not report.problems and bad.total:
+        raise bad.nothing_left(f"problems of {spec.name!r}")
+    if bad.total:
+        log.warning("%s: %s of %d rows", source, bad.describe(), report.rows)
     return report
 
 
@@ -236,7 +263,8 @@ def load_benchmark(
     subsets: Sequence[str] | None = None,
     ids: Sequence[str] | None = None,
     limit: int | None = None,
-    on_bad_row: Literal["raise", "skip"] = "raise",
+    on_bad_row: str = "error",
+    judge: Any = None,
 ) -> list[Problem]:
     """The problems of a benchmark, in source order.
 
@@ -249,8 +277,10 @@ def load_benchmark(
         categories, levels, subsets, ids: Keep only these (``subsets``: ``PB-Basic`` /
             ``PB-Advanced`` on IMO-ProofBench); a value no problem has is an error.
         limit: Keep the first ``limit`` problems left after filtering.
-        on_bad_row: ``raise`` (default) or ``skip`` rows missing a needed field; skips
-            are logged; ``load_benchmark_with_report`` also returns them.
+        on_bad_row: ``error`` (default) or ``skip`` bad rows (a missing or empty needed
+            field, a value of the wrong type, an unparseable line); skips are counted by
+            reason and logged; ``load_benchmark_with_report`` also returns them.
+        judge: The grader; a problem lacking what its template fills in is a bad row.
     """
     return load_benchmark_with_report(name, source, split, revision, columns, categories, levels,
-                                      subsets, ids, limit, on_bad_row).problems
+                                      subsets, ids, limit, on_bad_row, judge).problems

@@ -2,16 +2,14 @@
 field. A mapping value is one column name or a tuple of alternatives (the first one
 the source has wins), so one spec reads both a benchmark's public CSV
 (``Problem ID``, ``Grading guidelines``) and its hub copy (``problem_id``...).
-Also here: one cell as text, and the CSV row-shape check."""
+Reading a cell as its type is ``data/cells.py``'s job, shared with the other loaders."""
 from __future__ import annotations
 
-import json
-import math
-from typing import Any, Mapping, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 from qed_lightning.data.sources import DataSourceError
 
-__all__ = ["FIELDS", "METADATA_FIELDS", "Names", "cell_text", "check_csv_shape", "merge_columns", "resolve_columns"]
+__all__ = ["FIELDS", "METADATA_FIELDS", "Names", "merge_columns", "resolve_columns"]
 
 Names = Union[str, tuple[str, ...]]
 # Problem fields first, then the ones that go to Problem.metadata.
@@ -55,37 +53,3 @@ def resolve_columns(
             f"(columns: {', '.join(repr(c) for c in available)})"
         )
     return resolved
-
-
-_SCHEMA_KEYS = {"title", "points", "desc"}
-
-
-def _render_schema(items: list[Any]) -> str:
-    # QED-Nano's parse_schema(): a list of {title, points, desc} checkpoints as markdown.
-    return "\n".join(f"# {i['title']} ({i['points']} points)\nDescription: {i['desc']}" for i in items)
-
-
-def cell_text(value: Any) -> str | None:
-    """A cell as text; None for an empty cell (None, NaN, blank)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, list) and value and all(isinstance(i, dict) and _SCHEMA_KEYS <= set(i) for i in value):
-        text = _render_schema(value)
-    elif isinstance(value, (list, dict)):
-        text = json.dumps(value, ensure_ascii=False)
-    else:
-        text = str(value)
-    return text if text.strip() else None
-
-
-def check_csv_shape(values: dict, origin: str) -> None:
-    """Raises when a CSV row has more or fewer fields than the header.
-
-    csv.DictReader pads a short row with None and puts a long row's extra fields under
-    the key None: either way the fields are shifted and no column can be trusted.
-    """
-    header = [k for k in values if k is not None]
-    fields = sum(v is not None for k, v in values.items() if k is not None) + len(values.get(None) or ())
-    if fields != len(header):
-        raise DataSourceError(f"{origin}: the row has {fields} fields but the header has {len(header)} "
-                              f"(an unbalanced quote in the file?); its columns cannot be trusted")

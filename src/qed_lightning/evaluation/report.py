@@ -85,6 +85,7 @@ def write_report(
     summarize: Summarize | None = None,
     benchmark_kinds: dict[str, str] | None = None,
     failed_gradings: str = "zero",
+    skipped_rows: dict[str, int] | None = None,
 ) -> ReportPaths:
     """Write ``report.md``, ``records.jsonl`` and the plots under ``out_dir``.
 
@@ -98,6 +99,7 @@ def write_report(
             an answer benchmark if its name contains "answer", else a proof benchmark.
         failed_gradings: How failed gradings count in the headline numbers: ``zero``
             (the released code's rule) or ``leave_out``.
+        skipped_rows: Benchmark rows left out as bad (``on_bad_row: skip``), by reason.
     """
     if failed_gradings not in RULE_NOTE:
         raise ValueError(f"failed_gradings must be one of {sorted(RULE_NOTE)}, got {failed_gradings!r}")
@@ -119,6 +121,7 @@ def write_report(
     jsonl.write_text("".join(r.to_json() + "\n" for r in kept + list(records)), encoding="utf-8")
     plots = _write_plots(groups, out)
     lines = _headline(benches, kinds, groups, summaries, k, failed_gradings)
+    lines += _skipped_rows(skipped_rows)
     lines += _published(benches, kinds, k)
     for bench in benches:
         lines += _detail(bench, kinds[bench], groups, summaries, k)
@@ -127,6 +130,16 @@ def write_report(
     markdown = out / "report.md"
     markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return ReportPaths(markdown, plots or [], jsonl)
+
+
+def _skipped_rows(counts: dict[str, int] | None) -> list[str]:
+    """A note under the headline when benchmark rows were skipped as bad: the scores
+    cover fewer problems than the benchmark has."""
+    if not counts or not sum(counts.values()):
+        return []
+    by_reason = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
+    return [f"Benchmark rows skipped as bad (on_bad_row: skip): {sum(counts.values())} ({by_reason}); "
+            "the run's log names them.", ""]
 
 
 def _pct(x: Any) -> str:

@@ -69,7 +69,7 @@ def evaluate(
     levels: list[str] | None = None,
     ids: list[str] | None = None,
     limit: int | None = None,
-    on_bad_row: str = "raise",
+    on_bad_row: str = "error",
     judge: BaseJudge | None = None,
     answer_protocol: str = "checker",
     samples: int = 3,
@@ -94,8 +94,10 @@ def evaluate(
         source, split, revision: Where to read it (a path or hub id; defaults per benchmark).
         columns: Column mapping over the benchmark's (field -> column name), e.g. for ``custom``.
         categories, levels, ids, limit: Which problems.
-        on_bad_row: ``raise`` (default) or ``skip`` malformed benchmark rows (skipped
-            rows are logged and counted in the summary's ``skipped_rows``).
+        on_bad_row: ``error`` (default: stop, naming file, row and column) or ``skip``
+            bad benchmark rows (logged, counted by reason in the summary's
+            ``skipped_rows``/``skipped_by_reason`` and in report.md). A problem lacking
+            what the judge's template fills in is a bad row, found before generation.
         judge: The grader of proof benchmarks (an ``LLMJudge`` with the benchmark's prompt);
             on answer benchmarks the ``answer_match`` grader of ``answer_protocol``.
         answer_protocol: How answer benchmarks are scored (``ANSWER_PROTOCOLS``):
@@ -133,7 +135,7 @@ def evaluate(
         ANSWER_PROTOCOLS[answer_protocol].check(answer_protocol, judge)  # before hours of generation
     loaded = load_benchmark_with_report(benchmark, source=source, split=split, revision=revision,
                                         columns=columns, categories=categories, levels=levels, ids=ids, limit=limit,
-                                        on_bad_row=on_bad_row)
+                                        on_bad_row=on_bad_row, judge=judge if kind == "proof" else None)
     problems = loaded.problems[shard[0]::shard[1]]
     template = prompt_template or (ANSWER_PROMPT if kind == "answer" else PROOF_PROMPT)
     store = EvalStore(Path(output_dir) / benchmark / model_label)
@@ -143,10 +145,11 @@ def evaluate(
     # an earlier judge's verdicts of these items are reported apart, never mixed in
     earlier = store.other_judges([(p.id, j) for p in problems for j in range(samples)])
     paths = write_report(records + earlier, store.directory, samples, summarize_records, {benchmark: kind},
-                         failed_gradings)
+                         failed_gradings, skipped_rows=loaded.skipped_by_reason)
     summary = summarize_records(records, samples, failed_gradings)
     summary["report"] = str(paths.markdown)
     summary["skipped_rows"] = len(loaded.skipped)
+    summary["skipped_by_reason"] = dict(loaded.skipped_by_reason)
     if kind == "answer":
         summary["answer_protocol"] = answer_protocol
     log.info("%s on %s: report at %s", model_label, benchmark, paths.markdown)

@@ -75,7 +75,10 @@ class BaseJudge:
         raise NotImplementedError
 
     def check_problems(self, problems: Sequence[Problem]) -> None:
-        """Raises if a problem lacks something this judge needs (e.g. a rubric)."""
+        """Raises ``ValueError`` naming the problem if one lacks something this judge
+        fills into its prompt (e.g. a rubric). The loaders call it for every problem
+        before any generation (``data.judge_ready``), where a failure becomes a bad row
+        naming the file, row and column; :meth:`grade` calls it again per batch."""
 
     def grade(self, items: Sequence[GradingItem]) -> list[Verdict]:
         """One verdict per item, in order. Never raises for a grader failure (those

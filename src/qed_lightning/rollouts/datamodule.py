@@ -16,8 +16,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from qed_lightning.contracts import Problem
+from qed_lightning.data.bad_rows import BadRows, check_policy
+from qed_lightning.data.judge_ready import problems_for_judge
 from qed_lightning.data.sources import DataSourceError, iter_rows
-from qed_lightning.rollouts.problems import ProblemColumns, rows_to_problems
+from qed_lightning.rollouts.problems import ProblemColumns, judge_columns, rows_to_problems
 from qed_lightning.seeding import run_seed
 
 __all__ = ["ProblemBatch", "RolloutDataModule", "problems_for_step"]
@@ -81,6 +83,11 @@ class RolloutDataModule(pl.LightningDataModule):
             (the paper's FineProofs-RL selection; needs ``reward_mean``/``reward_std``).
         prompts_per_step: Problems per RL step across all ranks (paper: 64).
         seed: Seed of the problem order (None: the run's ``seed_everything``).
+        on_bad_row: ``error`` (stop, naming file, row and column) or ``skip`` (count by
+            reason, log the first rows of each, and log the counts as ``data/skipped/*``
+            metrics). At setup, before any generation, a problem lacking what the
+            trainer's judge fills into its prompt (a rubric for ``{{marking_scheme}}``)
+            is a bad row too. Duplicate ids are an error either way.
     """
 
     def __init__(
@@ -98,34 +105,54 @@ class RolloutDataModule(pl.LightningDataModule):
         min_reward_std: float = 0.08,
         prompts_per_step: int = 64,
         seed: int | None = None,
+        on_bad_row: str = "error",
     ) -> None:
         super().__init__()
         if prompts_per_step < 1:
             raise ValueError(f"prompts_per_step must be >= 1, got {prompts_per_step}")
+        self.on_bad_row = check_policy(on_bad_row)
+        self.bad_rows = BadRows(on_bad_row, source)
         self.source, self.config_name, self.split, self.revision = source, config_name, split, revision
         self.columns = ProblemColumns(problem=problem_column, rubric=rubric_column, id=id_column,
                                       reference_solution=reference_column)
         self.difficulty_filter, self.max_reward_mean, self.min_reward_std = difficulty_filter, max_reward_mean, min_reward_std
         self.prompts_per_step, self.seed = prompts_per_step, run_seed(seed)
         self.problems: list[Problem] = []
+        self.filtered = 0  # problems the difficulty filter removed
         self.start_step = 0
 
     def rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def _judge(self):
+        # The trainer's module grades with it; the SFT data module takes its tokenizer the same way.
+        return getattr(getattr(self.trainer, "lightning_module", None), "judge", None)
+
     def setup(self, stage: str) -> None:
         if self.problems:
             return
+        bad = self.bad_rows = BadRows(self.on_bad_row, self.source)
         rows = iter_rows(self.source, config_name=self.config_name, split=self.split, revision=self.revision)
-        self.problems, filtered = rows_to_problems(rows, self.columns, self.difficulty_filter,
-                                                   self.max_reward_mean, self.min_reward_std)
-        if not self.problems:
-            raise DataSourceError(f"{self.source}: no problems left ({filtered} removed by the difficulty filter)")
+        problems, filtered = rows_to_problems(rows, self.columns, self.difficulty_filter,
+                                              self.max_reward_mean, self.min_reward_std, bad_rows=bad)
+        self.filtered = filtered
+        judge = self._judge()
+        if judge is not None:
+            problems = problems_for_judge(problems, judge, judge_columns(self.columns), bad)
+        if not problems and (filtered or not bad.total):
+            also = f"; {bad.describe()}" if bad.total else ""
+            raise DataSourceError(
+                f"{self.source}: no problems left ({filtered} removed by the difficulty filter{also})")
+        if not problems:
+            raise bad.nothing_left("problems")
+        self.problems = problems
         _, world = self.rank_and_world()
         if self.prompts_per_step % world:
             raise ValueError(f"prompts_per_step {self.prompts_per_step} must divide evenly over {world} ranks")
-        rank_zero_info(f"rollout problems: {len(self.problems)} from {self.source} ({filtered} filtered out)")
+        rank_zero_info(f"rollout problems: {len(self.problems)} from {self.source} "
+                       f"({filtered} filtered out by the difficulty filter, {bad.describe()})")
+        bad.log_to(self.trainer)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         # batch_size=None: each item already is one step's prompt list
