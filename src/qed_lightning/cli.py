@@ -1,4 +1,4 @@
-"""The ``qed`` command: LightningCLI with qed's defaults, plus ``qed export``, ``qed judge`` and ``qed eval``.
+"""The ``qed`` command: training, evaluation, grading and export behind one entry point.
 
     qed fit --config configs/demo/sft.yaml --trainer.max_epochs=2
     qed fit --config configs/sft/qed_nano_sft.yaml --print_config
@@ -6,139 +6,201 @@
     qed judge --config configs/judge/local_vllm.yaml --input proofs.jsonl --output verdicts.jsonl
     qed eval --config configs/eval/imo_proofbench.yaml --policy.init_args.model=<export dir>
 
-Every run logs ``metrics.csv`` (``ResumableCSVLogger`` under ``runs/``), the resolved
-``config.yaml`` and ``run_metadata.json``; checkpoints go to ``<log_dir>/checkpoints``
-and a Hugging Face export to ``<log_dir>/hf_export`` when ``fit`` ends. Any setting
-can also come from an environment variable ``PL_<SUBCOMMAND>__<KEY>`` (e.g.
-``PL_FIT__TRAINER__MAX_EPOCHS=3``)."""
+``qed --help`` and ``qed --version`` answer without importing torch, Lightning or vLLM;
+each command imports what it needs. A bad setting or bad input ends the command with
+one message (``--debug`` or ``QED_DEBUG=1`` shows the traceback, see ``cli_errors``);
+the console shows the project's lines and each library warning once (``--verbose`` or
+``QED_VERBOSE=1`` shows everything, see ``log_setup``).
+"""
 from __future__ import annotations
 
+import functools
 import os
 import sys
-import warnings
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
-# Lightning 2.6 still calls jsonargparse APIs deprecated in 4.49; the warnings are
-# about Lightning's code, not the user's config, so they are muted unless asked for.
-os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+from qed_lightning import __version__
 
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+__all__ = ["COMMANDS", "eval_command", "main", "run_cli", "start", "take_flags"]
 
-from qed_lightning.callbacks import HFExportCallback, PreemptionCallback, QedCheckpoint, RunMetadataCallback
-from qed_lightning.preemption.slurm import pin_logger_versions
-
-EXPORT_HELP = "qed export CHECKPOINT OUTPUT_DIR   write a Hugging Face model from a saved checkpoint"
-JUDGE_HELP = "qed judge --config judge.yaml --input proofs.jsonl --output verdicts.jsonl   grade a file of proofs"
-EVAL_HELP = "qed eval --config configs/eval/imo_proofbench.yaml   evaluate a model on a benchmark"
-
-TRAINER_DEFAULTS = {
-    "logger": {
-        "class_path": "qed_lightning.loggers.ResumableCSVLogger",
-        "init_args": {"save_dir": "runs", "name": "qed"},
-    },
-    # The SFT and rollout loaders shard by rank themselves (whole optimizer steps,
-    # whole groups); Lightning's DistributedSampler would split them again.
-    "use_distributed_sampler": False,
-    "log_every_n_steps": 1,
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+COMMANDS = {
+    "fit": "train from a config: SFT, RL with a judge, RL with a reasoning cache",
+    "validate": "run the validation loop of a config's model and data",
+    "test": "run the test loop of a config's model and data",
+    "predict": "run the prediction loop of a config's model and data",
+    "eval": "evaluate a model on a benchmark: generate k samples, grade them, write a report",
+    "judge": "grade a file of proofs with a judge and write the verdicts",
+    "export": "write a Hugging Face model from a saved checkpoint",
 }
+DEBUG_FLAG, VERBOSE_FLAG = "--debug", "--verbose"
+
+HELP = f"""usage: qed [--version] [{DEBUG_FLAG}] [{VERBOSE_FLAG}] <command> [options]
+
+Post-training small open models to write Olympiad proofs (SFT, rubric-reward RL,
+reasoning cache) on PyTorch Lightning.
+
+commands:
+{{commands}}
+
+options:
+  -h, --help   show this message and exit
+  --version    print the version and exit
+  {DEBUG_FLAG}      show the traceback of an error, not only its message (or QED_DEBUG=1)
+  {VERBOSE_FLAG}    show every library's log lines and progress bars (or QED_VERBOSE=1)
+
+`qed <command> --help` lists a command's options; `qed fit --config X --print_config`
+prints a config with every default filled in. Any `qed fit` setting can also come from
+an environment variable PL_FIT__<KEY> (e.g. PL_FIT__TRAINER__MAX_EPOCHS=3).
+"""
 
 
-class QedCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        # Always-on callbacks get their own config sections (``checkpoint:``,
-        # ``export:``), so presets layered on ``trainer.callbacks`` cannot drop them.
-        parser.add_lightning_class_args(QedCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(HFExportCallback, "export")
-        parser.add_lightning_class_args(PreemptionCallback, "preemption")
-
-    def before_instantiate_classes(self) -> None:
-        # A requeued SLURM job must write into the log directory (and find the
-        # checkpoints) of its first start: the logger version is the job id.
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        pin_logger_versions(config.trainer)
-        fill_run_seed(config)
+def help_text() -> str:
+    width = max(map(len, COMMANDS))
+    return HELP.format(commands="\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()))
 
 
-def fill_run_seed(config) -> None:
-    """A model or data ``seed`` left unset takes the run's ``seed_everything`` (an int
-    by now: LightningCLI has resolved ``true`` to the seed it drew), so the saved
-    config.yaml says which seed sampled the rollouts and ordered the data."""
-    seed = config.get("seed_everything")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        return
-    for section in ("model", "data"):
-        init_args = (config.get(section) or {}).get("init_args") if hasattr(config.get(section), "get") else None
-        if init_args is not None and "seed" in init_args and init_args["seed"] is None:
-            init_args["seed"] = seed
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 
-def run_cli(args: Sequence[str] | None = None, run: bool = True) -> QedCLI:
-    with warnings.catch_warnings():
-        if args is not None:  # called from Python (tests, notebooks): sys.argv is not ours
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return _make_cli(args, run)
+def take_flags(argv: Sequence[str]) -> tuple[list[str], bool, bool]:
+    """(arguments without ``--debug``/``--verbose``, debug, verbose); the flags may
+    stand anywhere before a ``--``, and the environment variables count too."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head, tail = list(argv[:end]), list(argv[end:])
+    debug = DEBUG_FLAG in head or _env_flag("QED_DEBUG")
+    verbose = VERBOSE_FLAG in head or _env_flag("QED_VERBOSE")
+    return [a for a in head if a not in (DEBUG_FLAG, VERBOSE_FLAG)] + tail, debug, verbose
 
 
-def _make_cli(args: Sequence[str] | None, run: bool) -> QedCLI:
-    return QedCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=RunMetadataCallback,
-        # A requeued job continues in its own log directory and rewrites its config.
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults=TRAINER_DEFAULTS,
-        parser_kwargs={
-            "default_env": True,
-            "env_prefix": "PL",
-            "description": f"qed_lightning trainer.  Also: {EXPORT_HELP};  {JUDGE_HELP};  {EVAL_HELP}",
-        },
-        args=args,
-        run=run,
-    )
+def run_with_messages(command: str, fn: Callable[[], object], debug: bool) -> object:
+    """Run ``fn``; a user error (``cli_errors``) becomes one message on stderr and exit status 2."""
+    try:
+        return fn()
+    except Exception as err:
+        if debug:
+            raise
+        from qed_lightning.cli_errors import user_error_message
+
+        message = user_error_message(err)
+        if message is None:
+            raise
+        print(f"{' '.join(['qed', command]).strip()}: error: {message}".rstrip(), file=sys.stderr)
+        print(f"(add {DEBUG_FLAG} or set QED_DEBUG=1 to see the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_cli(args: Sequence[str] | None = None, run: bool = True):
+    """``qed fit|validate|test|predict`` from Python (tests, notebooks): the LightningCLI."""
+    from qed_lightning.lightning_cli import run_cli as _run_cli
+
+    return _run_cli(args, run=run)
+
+
+def _description(command: str) -> str:
+    return f"qed {command}: {COMMANDS[command]}"
+
+
+def _function_cli(fn: Callable, args: Sequence[str], command: str, as_positional: bool):
+    from jsonargparse import CLI, ArgumentParser
+
+    from qed_lightning.cli_nulls import NullSafeArgs
+    from qed_lightning.log_setup import adopt_library_loggers
+
+    adopt_library_loggers()
+    parser_class = type("QedFunctionParser", (NullSafeArgs, ArgumentParser), {})
+    return CLI(fn, args=list(args), as_positional=as_positional, parser_class=parser_class,
+               prog=f"qed {command}", description=_description(command))
+
+
+def _logged_to(fn: Callable, log_path: Callable[[dict], Path]) -> Callable:
+    """``fn`` that first sends the log to ``log_path(its keyword arguments)``; the
+    signature and docstring (the command's options) stay those of ``fn``."""
+    from qed_lightning.log_setup import attach_log_file, detach_log_file
+
+    @functools.wraps(fn)
+    def run(**kwargs):
+        attach_log_file(log_path(kwargs))
+        try:
+            return fn(**kwargs)
+        finally:
+            detach_log_file()
+
+    return run
 
 
 def export_main(args: Sequence[str]) -> None:
-    from jsonargparse import CLI
-
     from qed_lightning.export import export_checkpoint
 
-    out = CLI(export_checkpoint, args=list(args), as_positional=True)
+    out = _function_cli(export_checkpoint, args, "export", as_positional=True)
     print(f"exported to {out}")
 
 
 def judge_main(args: Sequence[str]) -> None:
-    from jsonargparse import CLI
-
     from qed_lightning.judging.grade_file import grade_file
 
-    CLI(grade_file, args=list(args), as_positional=False)
+    output_log = lambda kw: Path(kw["output"]).with_suffix(".log")  # noqa: E731 (verdicts.jsonl -> verdicts.log)
+    _function_cli(_logged_to(grade_file, output_log), args, "judge", as_positional=False)
 
 
-def eval_main(args: Sequence[str]) -> None:
-    from jsonargparse import CLI
-
+def eval_command(args: Sequence[str]) -> dict:
+    """``qed eval`` without its printout: the summary ``evaluate`` returns."""
     from qed_lightning.evaluation.runner import evaluate
+    from qed_lightning.log_setup import LOG_FILE_NAME
 
-    summary = CLI(evaluate, args=list(args), as_positional=False)
+    # beside report.md: evaluate() writes into <output_dir>/<benchmark>/<model_label>/
+    report_log = lambda kw: Path(kw["output_dir"]) / kw["benchmark"] / kw["model_label"] / LOG_FILE_NAME  # noqa: E731
+    return _function_cli(_logged_to(evaluate, report_log), args, "eval", as_positional=False)
+
+
+def eval_main(args: Sequence[str]) -> dict:
+    summary = eval_command(args)
     print(f"report: {summary['report']}")
+    return summary
+
+
+def _lightning_main(args: Sequence[str]) -> None:
+    run_cli(list(args))
+
+
+def _unknown(command: str) -> None:
+    import difflib
+
+    close = difflib.get_close_matches(command, COMMANDS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    print(f"qed: error: unknown command '{command}'{hint}; the commands are {', '.join(COMMANDS)}."
+          " `qed --help` lists them.", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``qed``; pass ``args`` to call it from tests and notebooks."""
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] == "export":
-        export_main(argv[1:])
+    argv, debug, verbose = take_flags(list(sys.argv[1:] if args is None else args))
+    if not argv or argv[0] in ("-h", "--help"):
+        print(help_text(), end="")
         return
-    if argv and argv[0] == "judge":
-        judge_main(argv[1:])
+    if argv[0] == "--version":
+        print(f"qed_lightning {__version__}")
         return
-    if argv and argv[0] == "eval":
-        eval_main(argv[1:])
-        return
-    run_cli(None if args is None else argv)
+    command = argv[0]
+    if command in LIGHTNING_COMMANDS or command in ("-c", "--config"):  # LightningCLI's own top-level --config
+        run, rest = _lightning_main, argv
+    elif command in COMMANDS:
+        run, rest = {"export": export_main, "judge": judge_main, "eval": eval_main}[command], argv[1:]
+    else:
+        _unknown(command)
+    start(command if command in COMMANDS else "", lambda: run(rest), debug, verbose)
+
+
+def start(command: str, fn: Callable[[], object], debug: bool, verbose: bool) -> object:
+    """Set up logging (before anything heavy is imported), then run ``fn`` with user
+    errors as messages: how ``qed`` and ``python -m qed_lightning.demo`` run a command."""
+    from qed_lightning import log_setup
+
+    log_setup.configure(verbose=verbose)
+    return run_with_messages(command, fn, debug)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import csv
 import sys
 from pathlib import Path
 
-from qed_lightning.cli import run_cli
+from qed_lightning.cli import eval_command, run_cli, start, take_flags
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "demo"
 
@@ -84,15 +84,11 @@ def run_rl(argv: list[str]) -> Path | None:
 
 
 def run_eval(argv: list[str]) -> dict:
-    from jsonargparse import CLI
-
-    from qed_lightning.evaluation.runner import evaluate
-
     path = CONFIGS / "eval.yaml"
     if not path.is_file():
         raise SystemExit(f"demo config not found at {path}: run the demo from a checkout of the repository")
 
-    summary = CLI(evaluate, args=["--config", str(path), *argv], as_positional=False)
+    summary = eval_command(["--config", str(path), *argv])
     print(
         "\n== qed demo: evaluation done ==\n"
         f"report:      {summary['report']}  (records.jsonl and plots beside it)\n"
@@ -108,7 +104,12 @@ def _pct(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Like ``qed``: ``--debug`` shows an error's traceback, ``--verbose`` every log line."""
+    argv, debug, verbose = take_flags(list(sys.argv[1:] if argv is None else argv))
+    start("demo", lambda: _run(argv), debug, verbose)
+
+
+def _run(argv: list[str]) -> None:
     stages = {"sft": run_sft, "rl": run_rl, "eval": run_eval}
     if argv and argv[0] in stages:
         stages[argv[0]](argv[1:])

@@ -202,7 +202,7 @@ def test_missing_key_variable_is_named_not_shown(monkeypatch):
 
 def test_bad_input_row_is_named(fresh, tmp_path):
     (tmp_path / "in.jsonl").write_text('{"id": "a", "problem": "P", "rubric": "r", "proof": "x"}\n{"id": "b", "problem": "P"}\n')
-    with pytest.raises(ValueError, match=r"in.jsonl:2: missing column 'proof'"):
+    with pytest.raises(ValueError, match=r"in.jsonl:2: proof column 'proof' is missing"):
         from qed_lightning.judging.grade_file import grade_file
 
         grade_file(judge_for(fresh), str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"))

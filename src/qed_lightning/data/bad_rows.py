@@ -13,6 +13,8 @@ import logging
 from collections import Counter
 from typing import Any
 
+from qed_lightning.errors import QedUserError
+
 __all__ = ["BAD_ROW_POLICIES", "REASONS", "BadRowError", "BadRows", "DataSourceError", "check_policy"]
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ REASONS = {
 }
 
 
-class DataSourceError(ValueError):
+class DataSourceError(QedUserError, ValueError):
     """A file or row that cannot be used, with where it is."""
 
 

@@ -111,7 +111,8 @@ class VLLMEngine:
         seed: Engine seed (sampling without a per-request seed).
         enable_prefix_caching: Reuse the KV of shared prompt prefixes (a group's n samples).
         sleep_mode: Allow ``sleep``/``wake_up`` (CUDA only; None: on when CUDA is available).
-        progress: Show vLLM's progress bar (done / total and tokens/s) while generating.
+        progress: Show vLLM's progress bars (loading the weights; done / total and
+            tokens/s while generating).
         external_launcher: One engine per trainer rank (vLLM's ``external_launcher``
             executor): vLLM joins the process group the trainer's launcher made
             (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT) instead of starting its own
@@ -144,6 +145,7 @@ class VLLMEngine:
             model=self.model_path, revision=revision, dtype=dtype, max_model_len=max_model_len,
             tensor_parallel_size=tensor_parallel_size, seed=seed, enable_prefix_caching=enable_prefix_caching,
             logprobs_mode="processed_logprobs", generation_config="vllm", enforce_eager=not self.on_cuda,
+            use_tqdm_on_load=progress,  # vLLM's loading bar writes a new line per update when not on a terminal
         )
         if kv_cache_memory_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
