@@ -10,22 +10,27 @@ WEIGHTS = {"w": torch.ones(2)}
 class StubLLM:
     """The two calls ``VLLMEngine.load_weights`` makes on vLLM's ``LLM``."""
 
-    def __init__(self, reset_ok: bool) -> None:
-        self.reset_ok, self.loaded = reset_ok, []
+    def __init__(self, reset_ok: bool, dtype=torch.float32) -> None:
+        from types import SimpleNamespace
+
+        self.reset_ok, self.loaded, self.dtypes = reset_ok, [], {}
+        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(dtype=dtype))
 
     def collective_rpc(self, method, kwargs):
-        self.loaded += [name for name, _ in kwargs["weights_iterator"]]
+        for name, tensor in kwargs["weights_iterator"]:
+            self.loaded.append(name)
+            self.dtypes[name] = tensor.dtype
 
     def reset_prefix_cache(self) -> bool:
         return self.reset_ok
 
 
-def stub_vllm_engine(reset_ok: bool):
+def stub_vllm_engine(reset_ok: bool, dtype=torch.float32):
     pytest.importorskip("vllm", reason="vllm is not installed (make install)")
     from qed_lightning.engines.vllm_engine import VLLMEngine
 
     engine = object.__new__(VLLMEngine)  # no engine start: only load_weights runs
-    engine.llm, engine._expected, engine.weight_version, engine.last_sync = StubLLM(reset_ok), None, 0, {}
+    engine.llm, engine._expected, engine.weight_version, engine.last_sync = StubLLM(reset_ok, dtype), None, 0, {}
     return engine
 
 
@@ -68,3 +73,9 @@ def test_served_engine_refuses_a_push_whose_prefix_cache_was_not_reset(tmp_path)
         engine.load_weights(WEIGHTS, version=2)
         assert engine.weight_version == 2
         engine.close()
+
+
+def test_fp32_master_weights_reach_a_bf16_engine_as_bf16_and_integer_buffers_unchanged():
+    engine = stub_vllm_engine(reset_ok=True, dtype=torch.bfloat16)
+    engine.load_weights({"w": torch.full((2,), 1 + 2**-10), "steps": torch.arange(3)}, version=1)
+    assert engine.llm.dtypes == {"w": torch.bfloat16, "steps": torch.int64}

@@ -225,7 +225,8 @@ class VLLMEngine:
                            self.kv_capacity_tokens, self.needs_no_preemption, self.max_model_len)
         outputs = []
         for lo, hi in waves:
-            outputs += self.llm.generate(requests[lo:hi], params[lo:hi], use_tqdm=self.progress)
+            with _no_autocast():  # called from a bf16-mixed training step: the engine runs its own dtype
+                outputs += self.llm.generate(requests[lo:hi], params[lo:hi], use_tqdm=self.progress)
         groups: list[list[Completion]] = [[] for _ in prompts]
         for owner, out in zip(owners, outputs, strict=True):
             for c in out.outputs:
@@ -253,6 +254,9 @@ class VLLMEngine:
         else:
             sent: set[str] = set()
             nbytes, weights = None, ((sent.add(n) or n, t.detach()) for n, t in named_tensors)
+        # fp32 master weights (bf16-mixed) go to a bf16 engine cast here, once per tensor:
+        # half the bytes, and the same rounding vLLM's copy would do
+        weights = _in_dtype(weights, self.llm.llm_engine.model_config.dtype)
         with torch.no_grad():
             self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
         if nbytes is None and self._expected is not None:
@@ -284,3 +288,20 @@ class VLLMEngine:
         """``["weights"]`` before a weight push, ``["kv_cache"]`` after it; None: both."""
         if self.sleep_mode:
             self.llm.wake_up(tags=list(tags) if tags else None)
+
+
+def _in_dtype(weights: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype):
+    """Floating-point tensors in the engine's dtype; others (integer buffers) unchanged."""
+    for name, tensor in weights:
+        yield name, tensor.to(dtype) if tensor.is_floating_point() and tensor.dtype != dtype else tensor
+
+
+def _no_autocast():
+    """Autocast off on every device type, so an engine call inside a training step runs
+    in the engine's own dtype."""
+    from contextlib import ExitStack
+
+    stack = ExitStack()
+    for device in ("cpu", "cuda"):
+        stack.enter_context(torch.autocast(device_type=device, enabled=False))
+    return stack
