@@ -44,11 +44,15 @@ qed_fit() {
   # be a server node: rank 0 runs on the first host of this step.
   MASTER_ADDR=$(scontrol show hostnames "$nodelist" | head -n 1)
   export MASTER_ADDR
+  # FSDP2 shards over every rank of the job: the config cannot know their count
+  local strategy=()
+  grep -q "ModelParallelStrategy" "$config" &&
+    strategy=(--trainer.strategy.init_args.data_parallel_size="$((nodes * per_node))")
   log "qed fit --config $config on $nodes node(s) x $per_node task(s) [$nodelist], master $MASTER_ADDR"
   # shellcheck disable=SC2086  # QED may be several words
   srun "${flags[@]}" \
     $QED fit --config "$config" --trainer.num_nodes="$nodes" --trainer.devices="$per_node" \
-    --trainer.accelerator="$QED_ACCELERATOR" --ckpt_path=last "$@"
+    --trainer.accelerator="$QED_ACCELERATOR" "${strategy[@]}" --ckpt_path=last "$@"
 }
 
 # job_cpus_on NODE: the job's CPUs on NODE, from SLURM_JOB_CPUS_PER_NODE ("96(x4),48"

@@ -23,6 +23,12 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamw_8bit": _adamw_8bit,
 }
 
+# Optimizers that add each update to the parameter in the parameter's own dtype (round
+# to nearest): on bf16/fp16 weights an update below half an ulp is lost, which
+# ``precision_guard`` checks. An entry that keeps a master copy or rounds
+# stochastically would not be listed here.
+ROUNDS_UPDATES_TO_PARAM_DTYPE: frozenset[str] = frozenset({"adamw", "adamw_8bit"})
+
 
 def build_optimizer(
     name: str, params: Iterable, *, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)

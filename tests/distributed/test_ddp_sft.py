@@ -5,7 +5,8 @@ rank with fewer micro-batches would leave the other waiting in an all-reduce.
 
 The global normaliser (target tokens of the step over all ranks) makes the gradient
 independent of the split; what remains is summation order, within 1e-5 here (plain
-AdamW at lr 1e-3)."""
+AdamW at lr 1e-3). The logged grad_norm is the clip's global norm on rank 0, compared
+with one process's. Lightning's FSDPStrategy (FSDP1) cannot run the step and is refused."""
 from __future__ import annotations
 
 import pytest
@@ -16,13 +17,13 @@ from tests.distributed.launch import final_weights, qed_fit, step_metrics
 pytestmark = pytest.mark.slow
 
 
-def _fit(model_dir, root, devices, strategy="ddp"):
-    qed_fit([
+def _fit(model_dir, root, devices, strategy="ddp", check=True):
+    return qed_fit([
         "--config", "configs/demo/sft.yaml", f"--model.model={model_dir}", "--model.lr=1e-3",
         "--model.lr_schedule=constant", "--model.warmup_ratio=0", "--data.samples_per_step=8",
         "--data.micro_batch_tokens=600", "--data.max_length=600", "--trainer.max_steps=3",
         "--trainer.enable_progress_bar=false", "--checkpoint.every_n_train_steps=3",
-    ], root, devices, strategy)
+    ], root, devices, strategy, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +48,16 @@ def test_two_ranks_fine_tune_like_one_process(strategy, one_process, tiny_model_
     assert max(float((w1[k] - init[k]).abs().max()) for k in w1) > 1e-3, "the runs did not train"
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_fsdp1_strategy_stops_every_rank_with_a_clear_error(tiny_model_dir, tmp_path):
+    """Lightning's FSDPStrategy wraps the whole module in one FSDP1 unit and runs the
+    step inside its forward, where FSDP1 cannot run the step's backward passes: both
+    ranks stop at the first step, naming the strategy to use, instead of failing in
+    FSDP1's internals (or, for the clip, with each rank's shard clipped by its own norm)."""
+    proc = _fit(tiny_model_dir, tmp_path, 2, "fsdp1", check=False)
+    assert proc.returncode != 0
+    message = "trainer.strategy FSDPStrategy (FSDP1) is not supported"
+    assert proc.stderr.count(message) >= 2, proc.stderr[-4000:]  # rank 0's and rank 1's
+    assert "ModelParallelStrategy" in proc.stderr
+    assert "Expects `BACKWARD_PRE`" not in proc.stderr

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from qed_lightning.optim import build_optimizer, build_scheduler, cosine_with_warmup, constant_with_warmup
+from qed_lightning.optim import (OPTIMIZERS, ROUNDS_UPDATES_TO_PARAM_DTYPE, build_optimizer, build_scheduler,
+                                 constant_with_warmup, cosine_with_warmup)
 
 
 def test_cosine_with_warmup_hand_values():
@@ -47,3 +48,21 @@ def test_adamw_8bit_steps_on_cpu():
     p.grad = torch.ones_like(p)
     opt.step()
     assert torch.all(p < 1.0)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizers_that_lose_sub_ulp_updates_on_bf16_weights_are_listed_for_the_guard(name):
+    """``precision_guard`` checks the optimizers in ROUNDS_UPDATES_TO_PARAM_DTYPE: each
+    registered optimizer whose steps of lr 1e-6 leave bf16 weights of 0.02 (half-ulp
+    6.1e-5) unchanged must be listed there; at lr 1e-3 the same weights do move."""
+    def stepped(lr):
+        p = torch.nn.Parameter(torch.full((64, 64), 0.02, dtype=torch.bfloat16))
+        opt = build_optimizer(name, [p], lr=lr, weight_decay=0.0)
+        p.grad = torch.ones_like(p)
+        for _ in range(3):
+            opt.step()
+        return p
+
+    assert bool((stepped(1e-3) < 0.02).all())
+    if bool((stepped(1e-6) == 0.02).all()):
+        assert name in ROUNDS_UPDATES_TO_PARAM_DTYPE

@@ -14,8 +14,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-__all__ = ["backward_sync", "clip_grad_norm", "micro_batch_count", "push_from_rank_zero", "same_keys_on_every_rank",
-           "zero_loss"]
+__all__ = ["backward_sync", "check_step_strategy", "clip_grad_norm", "micro_batch_count", "push_from_rank_zero",
+           "same_keys_on_every_rank", "zero_loss"]
 
 
 def micro_batch_count(strategy, local: int, world_size: int, device) -> int:
@@ -28,8 +28,15 @@ def micro_batch_count(strategy, local: int, world_size: int, device) -> int:
 @contextmanager
 def backward_sync(strategy, enabled: bool):
     """DDP: no gradient all-reduce in the backward run inside unless ``enabled``; the
-    gradients accumulate locally and go out with the next synced backward."""
-    if enabled or strategy is None or not hasattr(strategy, "block_backward_sync"):
+    gradients accumulate locally and go out with the next synced backward.
+
+    Only a torch ``DistributedDataParallel`` model: Lightning's ``block_backward_sync``
+    enters the ``no_sync`` of any model that has one (FSDP1's would hold unsharded
+    gradients, DeepSpeed's refuses under ZeRO-2/3). FSDP2 reduces every backward."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    check_step_strategy(strategy)
+    if enabled or strategy is None or not isinstance(getattr(strategy, "model", None), DistributedDataParallel):
         yield
     else:
         with strategy.block_backward_sync():
@@ -46,11 +53,59 @@ def zero_loss(model: nn.Module, token_id: int = 0) -> torch.Tensor:
     return (hidden[0] @ head.T).sum() * 0.0  # scalar
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
-    """Clips the global gradient norm and returns it (a plain tensor: under FSDP2 the
-    gradients are DTensors and so is their norm, which is reduced over the shards)."""
+def clip_grad_norm(model: nn.Module, max_norm: float, strategy=None) -> torch.Tensor:
+    """Clips the norm of the whole model's gradient, over every rank's shard, and
+    returns that pre-clip norm: a plain tensor, equal on every rank.
+
+    - one process, DDP (gradients already all-reduced): ``clip_grad_norm_`` as it is;
+    - FSDP2 (DTensor gradients): ``clip_grad_norm_`` reduces the per-shard norms, and
+      scales every shard by the one global factor; the norm (a DTensor) is returned plain;
+    - FSDP1 (``model`` is the root ``FullyShardedDataParallel``): its own
+      ``clip_grad_norm_``. ``torch.nn.utils.clip_grad_norm_`` on its parameters would
+      see only this rank's shard: each rank would clip by its own factor;
+    - DeepSpeed is refused (see :func:`check_step_strategy`).
+    """
+    check_step_strategy(strategy)
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if isinstance(model, FullyShardedDataParallel):
+        return model.clip_grad_norm_(max_norm)
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} holds FSDP1 units but is not their root: clip the gradient "
+                         "through the root FullyShardedDataParallel (a clip of the parameters sees one shard)")
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def check_step_strategy(strategy) -> None:
+    """Refuses the Lightning strategies under which a step of these modules (manual
+    optimization: several backward passes, then this clip and ``opt.step()``) is wrong.
+
+    - ``FSDPStrategy`` (FSDP1) wraps the whole LightningModule in one unit (neither
+      module wraps its own) and runs ``training_step`` inside that unit's forward,
+      where FSDP1 cannot run a backward (it fails at the first one); one unit would
+      also gather the whole model for the whole step.
+    - ``DeepSpeedStrategy`` clips inside the engine's ``step`` by the DeepSpeed config's
+      ``gradient_clipping`` (Lightning fills it from ``trainer.gradient_clip_val``), and
+      ZeRO keeps the gradients in its own partitions: a clip of the parameters sees
+      none of them, and the step's norm is known only after the engine's step.
+    """
+    if strategy is None:
+        return
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if isinstance(getattr(strategy, "model", None), FullyShardedDataParallel):
+        raise NotImplementedError(
+            "trainer.strategy FSDPStrategy (FSDP1) is not supported: it runs training_step inside the forward of one "
+            "FSDP unit around the whole module, where FSDP1 cannot run the step's backward passes. Use FSDP2: "
+            "lightning.pytorch.strategies.ModelParallelStrategy with data_parallel_size=<GPUs> and "
+            "tensor_parallel_size=1")
+    if isinstance(strategy, DeepSpeedStrategy):
+        raise NotImplementedError(
+            "trainer.strategy DeepSpeedStrategy is not supported: DeepSpeed clips inside its engine's step by its "
+            "config's gradient_clipping and keeps ZeRO's gradients out of the parameters, so model.max_grad_norm "
+            "cannot be applied or measured here. Use FSDP2 (lightning.pytorch.strategies.ModelParallelStrategy) or ddp")
 
 
 class WeightPushError(RuntimeError):

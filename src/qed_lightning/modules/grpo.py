@@ -22,7 +22,7 @@ from qed_lightning.engines.full_weights import full_weights_for_push
 from qed_lightning.judging.base import BaseJudge
 from qed_lightning.judging.client import CompletionClient
 from qed_lightning.loggers.rollout_table import log_rollout_table
-from qed_lightning.losses.advantages import get_advantage, zero_advantage_groups
+from qed_lightning.losses.advantages import get_advantage, training_mask
 from qed_lightning.losses.policy import StepNorms, get_policy_loss
 from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
 from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
@@ -33,6 +33,7 @@ from qed_lightning.modules.rl_metrics import step_metrics
 from qed_lightning.modules.sharding import RootForward, shard_model
 from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
 from qed_lightning.optim import build_optimizer, build_scheduler
+from qed_lightning.precision_guard import check_update_resolution
 from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, ReasoningCacheSettings
 from qed_lightning.rollouts.datamodule import ProblemBatch
 from qed_lightning.rollouts.microbatch import pack_rollouts
@@ -40,6 +41,7 @@ from qed_lightning.rollouts.pending import PendingRollouts
 from qed_lightning.rollouts.producer import RolloutProducer
 from qed_lightning.rollouts.prompts import PROOF_PROMPT
 from qed_lightning.rollouts.records import RolloutRecorder
+from qed_lightning.seeding import run_seed
 
 __all__ = ["GRPOModule"]
 
@@ -81,7 +83,10 @@ class GRPOModule(pl.LightningModule):
             (paper: AdamW, 1e-6, 0.01, constant).
         max_grad_norm: Gradient-norm clip (paper: 0.3; 0 disables).
         gradient_checkpointing: Recompute activations in backward.
-        seed: Run seed: per-sample sampling seeds derive from it.
+        attn_implementation: transformers' attention kernel for the trainer's model; None: flash
+            attention on CUDA when installed (packed rows need it to stay fast), else the default.
+        seed: Sampling seed: per-sample sampling seeds (and RC's state picks) derive from
+            it. None: the run's ``seed_everything``, so one seed drives the run.
         on_long_prompt: ``skip`` (count) or ``error`` for prompts that cannot fit max_tokens.
         max_consecutive_skips: Skipped steps in a row (non-finite gradients, nothing to
             learn from) before the run stops.
@@ -128,7 +133,8 @@ class GRPOModule(pl.LightningModule):
         warmup_ratio: float = 0.0,
         max_grad_norm: float = 0.3,
         gradient_checkpointing: bool = False,
-        seed: int = 0,
+        attn_implementation: str | None = None,
+        seed: int | None = None,
         on_long_prompt: str = "skip",
         max_consecutive_skips: int = 5,
         records: RecordSettings = RecordSettings(),
@@ -142,6 +148,7 @@ class GRPOModule(pl.LightningModule):
         if mismatch_correction not in ("ratio", "tis"):
             raise ValueError(f"mismatch_correction must be 'ratio' or 'tis', got {mismatch_correction!r}")
         self.save_hyperparameters(ignore=["judge", "summarizer"])
+        self.hparams.seed = run_seed(seed)  # resolved now: checkpoints and logs record the seed used
         # nested settings may arrive as dicts (from a config) or as the dataclasses
         self.engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(**engine)
         self.sampling = sampling if isinstance(sampling, SamplingSettings) else SamplingSettings(**sampling)
@@ -185,7 +192,7 @@ class GRPOModule(pl.LightningModule):
         if self.policy is not None:
             return
         hp = self.hparams
-        policy = load_policy(hp.model, hp.revision, hp.dtype)
+        policy = load_policy(hp.model, hp.revision, hp.dtype, hp.attn_implementation)
         if hp.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
@@ -193,15 +200,18 @@ class GRPOModule(pl.LightningModule):
         # Not registered as submodules (checkpoint keys stay policy.* / reference.*):
         # the FSDP2 root units whose forward runs each loss (see modules/sharding.py).
         self.__dict__["_policy_root"] = RootForward(self.policy)
-        shard_model(self.policy, self.device_mesh, root=self._policy_root)
+        # a mesh exists only under a trainer's ModelParallelStrategy; bf16-mixed gathers bf16, reduces fp32
+        precision = self.trainer.precision if self.device_mesh is not None else None
+        shard_model(self.policy, self.device_mesh, root=self._policy_root, precision=precision)
         if hp.kl_coef > 0:
             ref_name = hp.reference_model or hp.model
-            reference = load_policy(ref_name, hp.revision if hp.reference_model is None else None, hp.dtype)
+            reference = load_policy(ref_name, hp.revision if hp.reference_model is None else None, hp.dtype,
+                                    hp.attn_implementation)
             reference.config.use_cache = False
             # sharded like the policy: under FSDP each rank holds a shard of it too
             self.reference = reference.eval().requires_grad_(False)
             self.__dict__["_reference_root"] = RootForward(self.reference)
-            shard_model(self.reference, self.device_mesh, root=self._reference_root)
+            shard_model(self.reference, self.device_mesh, root=self._reference_root, precision=precision)
 
     def setup(self, stage: str) -> None:
         # Before configure_optimizers: on CUDA the engine takes its memory first.
@@ -249,6 +259,9 @@ class GRPOModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
+        # bf16 weights stepped in place at an lr they cannot resolve: refused (precision_guard)
+        check_update_resolution(self.policy.parameters(), optimizer=hp.optimizer, lr=hp.lr, model_dtype=hp.dtype,
+                                precision=self.trainer.precision, reduce=self._sum_tensor)
         opt = build_optimizer(hp.optimizer, self.policy.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
                               betas=tuple(hp.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -277,7 +290,8 @@ class GRPOModule(pl.LightningModule):
     # ------------------------------------------------------------------ step
 
     def _sum(self, value: float) -> float:
-        return float(self._sum_tensor(torch.tensor(float(value))))
+        # float64: a step's token count (up to 1024 x 49,152 ~ 5e7) is not exact in float32 above 2^24
+        return float(self._sum_tensor(torch.tensor(float(value), dtype=torch.float64)))
 
     def _sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
         """Sum over ranks (identity on one process)."""
@@ -296,11 +310,8 @@ class GRPOModule(pl.LightningModule):
 
         valid = rollouts.reward_mask
         adv = self.advantage_fn(rollouts.rewards, rollouts.group_ids, valid, reduce=self._sum_tensor)  # [N]
-        keep = valid.clone()
-        if hp.overlong_filtering:
-            keep &= ~rollouts.truncated
-        if hp.filter_zero_advantage_groups:
-            keep &= ~zero_advantage_groups(adv, rollouts.group_ids)
+        keep = training_mask(valid, rollouts.truncated, adv, rollouts.group_ids, hp.overlong_filtering,
+                             hp.filter_zero_advantage_groups)  # [N]
         seq_lengths = torch.where(keep, rollouts.completion_mask.sum(1), 0)  # [N]
         norms = StepNorms(samples=int(self._sum(rollouts.num_samples)), tokens=int(self._sum(seq_lengths.sum())),
                           max_tokens=self.sampling.max_tokens, seq_lengths=seq_lengths,
@@ -317,7 +328,7 @@ class GRPOModule(pl.LightningModule):
             self._accumulate(micro_batches, norms, totals)
         totals = self._reduce_totals(totals)
         max_norm = hp.max_grad_norm if hp.max_grad_norm > 0 else float("inf")
-        grad_norm = clip_grad_norm(self.policy, max_norm) if learnable else torch.tensor(0.0)
+        grad_norm = clip_grad_norm(self.policy, max_norm, self.trainer.strategy) if learnable else torch.tensor(0.0)
         ok = learnable and bool(torch.isfinite(grad_norm)) and torch.isfinite(torch.tensor(totals["loss"]))
         # Collective: every rank skips together, or none does (no DDP hang).
         ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)

@@ -20,6 +20,7 @@ from qed_lightning.modules.collective_steps import backward_sync, clip_grad_norm
 from qed_lightning.modules.lm_loss import CausalLMWithLoss
 from qed_lightning.modules.sharding import shard_model
 from qed_lightning.optim import build_optimizer, build_scheduler
+from qed_lightning.precision_guard import check_update_resolution
 
 
 def accumulate_step_gradients(
@@ -72,6 +73,8 @@ class SFTModule(pl.LightningModule):
         warmup_ratio: Share of all optimizer steps spent warming up.
         max_grad_norm: Clip the global gradient norm to this (0 disables).
         gradient_checkpointing: Recompute activations in backward to save memory.
+        attn_implementation: transformers' attention kernel for the trainer's model; None: flash
+            attention on CUDA when installed (packed rows need it to stay fast), else the default.
         liger_kernels: Patch the model with Liger's Triton kernels (CUDA only).
     """
 
@@ -90,6 +93,7 @@ class SFTModule(pl.LightningModule):
         warmup_ratio: float = 0.03,
         max_grad_norm: float = 1.0,
         gradient_checkpointing: bool = False,
+        attn_implementation: str | None = None,
         liger_kernels: bool = True,
     ) -> None:
         super().__init__()
@@ -112,7 +116,7 @@ class SFTModule(pl.LightningModule):
         if self.lm is not None:
             return
         hp = self.hparams
-        policy = load_policy(hp.model, hp.revision, hp.dtype)
+        policy = load_policy(hp.model, hp.revision, hp.dtype, hp.attn_implementation)
         if hp.liger_kernels and torch.cuda.is_available():
             from qed_lightning.losses.liger import apply_liger_kernels
 
@@ -122,10 +126,17 @@ class SFTModule(pl.LightningModule):
         policy.config.use_cache = False
         policy.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
         self.lm = CausalLMWithLoss(policy, self.loss_name, hp.loss_chunk_size)
-        shard_model(policy, self.device_mesh, root=self.lm)  # FSDP2 under ModelParallelStrategy; else unchanged
+        # FSDP2 under ModelParallelStrategy (bf16-mixed: gathers bf16, reduces fp32); else unchanged
+        precision = self.trainer.precision if self.device_mesh is not None else None
+        shard_model(policy, self.device_mesh, root=self.lm, precision=precision)
 
     def configure_optimizers(self):
         hp = self.hparams
+        strategy = self.trainer.strategy
+        # bf16 weights stepped in place at an lr they cannot resolve: refused (precision_guard)
+        check_update_resolution(self.lm.parameters(), optimizer=hp.optimizer, lr=hp.lr, model_dtype=hp.dtype,
+                                precision=self.trainer.precision,
+                                reduce=lambda t: strategy.reduce(t.to(self.device), reduce_op="sum"))
         opt = build_optimizer(
             hp.optimizer, self.lm.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas)
         )
@@ -152,7 +163,7 @@ class SFTModule(pl.LightningModule):
             strategy=self.trainer.strategy,
         )
         max_norm = self.hparams.max_grad_norm
-        grad_norm = clip_grad_norm(self.lm, max_norm if max_norm > 0 else float("inf"))
+        grad_norm = clip_grad_norm(self.lm, max_norm if max_norm > 0 else float("inf"), self.trainer.strategy)
         lr = sched.get_last_lr()[0]
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -6,12 +6,36 @@ expects ``configure_model`` to shard. Every decoder layer becomes its own FSDP u
 and the model the root unit, so a forward gathers one layer at a time and a weight
 push can gather the full weights layer by layer (``engines/full_weights.py``).
 Without a mesh (single process, DDP) the model is left as it is.
+
+Under ``trainer.precision: bf16-mixed`` the parameters are the fp32 master and Lightning
+computes under autocast; each unit then gets FSDP2's ``MixedPrecisionPolicy``: the
+all-gathers move bf16 (half the traffic and half the gathered layer's memory), the
+forward and backward run on the bf16 copy, and the gradients are reduce-scattered and
+accumulated in fp32 into the fp32 shards the optimizer steps.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-__all__ = ["RootForward", "shard_model"]
+__all__ = ["MIXED_PRECISION", "RootForward", "mixed_precision_policy", "shard_model"]
+
+# trainer.precision -> (dtype the units gather and compute in, dtype gradients reduce in).
+# Other precisions shard without a policy: the units gather and compute in the
+# parameters' own dtype (a bf16-true model gathers bf16, a 32-true one fp32).
+MIXED_PRECISION: dict[str, tuple[torch.dtype, torch.dtype]] = {
+    "bf16-mixed": (torch.bfloat16, torch.float32),
+}
+
+
+def mixed_precision_policy(precision: str | None):
+    """FSDP2's ``MixedPrecisionPolicy`` for a Lightning precision string, or None."""
+    if precision not in MIXED_PRECISION:
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    param_dtype, reduce_dtype = MIXED_PRECISION[precision]
+    return MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
 
 
 def _data_parallel_mesh(mesh):
@@ -23,9 +47,11 @@ def _data_parallel_mesh(mesh):
     return mesh["data_parallel"] if "data_parallel" in names else mesh
 
 
-def shard_model(model: nn.Module, mesh, root: nn.Module | None = None, reshard_after_forward: bool = True) -> nn.Module:
+def shard_model(model: nn.Module, mesh, root: nn.Module | None = None, reshard_after_forward: bool = True,
+                precision: str | None = None) -> nn.Module:
     """``fully_shard`` each decoder layer of ``model``, then ``root`` (default: the
-    model) over the mesh's data-parallel dimension. Returns ``model``.
+    model) over the mesh's data-parallel dimension, with the mixed-precision policy of
+    ``precision`` (the trainer's precision string, see ``MIXED_PRECISION``). Returns ``model``.
 
     The root unit's parameters (embeddings, final norm, the tied LM head) are gathered
     only for the duration of the root's ``forward``. The losses use the LM head's weight
@@ -39,9 +65,13 @@ def shard_model(model: nn.Module, mesh, root: nn.Module | None = None, reshard_a
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
         raise NotImplementedError(f"{type(model).__name__}: no model.layers to shard layer by layer")
+    kwargs = dict(mesh=dp_mesh, reshard_after_forward=reshard_after_forward)
+    policy = mixed_precision_policy(precision)
+    if policy is not None:
+        kwargs["mp_policy"] = policy
     for layer in layers:
-        fully_shard(layer, mesh=dp_mesh, reshard_after_forward=reshard_after_forward)
-    fully_shard(root if root is not None else model, mesh=dp_mesh, reshard_after_forward=reshard_after_forward)
+        fully_shard(layer, **kwargs)
+    fully_shard(root if root is not None else model, **kwargs)
     return model
 
 

@@ -113,6 +113,7 @@ class ReasoningCacheProducer:
         self.last_states: list[State] = []
         self.last_step: int | None = None
         self._refresh_metrics: dict[str, float] = {}
+        self._refresh_error: Exception | None = None
 
     @property
     def pad_id(self) -> int:
@@ -153,10 +154,17 @@ class ReasoningCacheProducer:
 
     def refresh_pool(self, problems: Sequence[Problem], step: int) -> None:
         """Replaces the pool's contents with states of ``problems`` built now; their
-        metrics are logged with the step that follows."""
+        metrics are logged with the step that follows. A failed build (e.g. the judge
+        down, with ``grade_cycle_turns``) is raised by the next ``produce``: the refresh
+        runs on each rank on its own, the step's rollouts where the ranks agree on
+        failures (``modules/rank_failures.py``)."""
         if self.pool is None:
             raise RuntimeError("refresh_pool needs a StatePool attached (producer.pool)")
-        trajectories, metrics = self.build(problems, step)
+        try:
+            trajectories, metrics = self.build(problems, step)
+        except Exception as error:  # noqa: BLE001 - raised by produce, inside the step
+            self._refresh_error = error
+            return
         self.pool.clear()
         self.pool.put(trajectories, step)
         self._refresh_metrics = {**metrics, "rc/pool_refreshed": 1.0, "rc/pool_problems": float(len(self.pool))}
@@ -187,6 +195,9 @@ class ReasoningCacheProducer:
 
     def produce(self, problems: Sequence[Problem], step: int, expected_version: int | None = None) -> RolloutBatch:
         """The step's rollout batch: ``sampling.n`` rollouts on each of the sampled states."""
+        if self._refresh_error is not None:  # the pool's refresh before this step failed
+            error, self._refresh_error = self._refresh_error, None
+            raise error
         served = {p.id: self.pool.get(p.id) for p in problems} if self.pool is not None else {}
         missing = [p for p in problems if served.get(p.id) is None]
         metrics, self._refresh_metrics = self._refresh_metrics, {}
