@@ -13,9 +13,11 @@ from qed_lightning.models import eos_token_ids
 log = logging.getLogger(__name__)
 
 
-def save_hf_export(model, tokenizer, output_dir: str | Path) -> Path:
+def save_hf_export(model, tokenizer, output_dir: str | Path, state_dict: dict | None = None) -> Path:
     """Write ``model`` and ``tokenizer`` to ``output_dir``, replacing it only once the
-    new export is complete (an interrupted export leaves the old one readable)."""
+    new export is complete (an interrupted export leaves the old one readable).
+    ``state_dict``: the full weights to write instead of the model's own (a sharded
+    model's, gathered)."""
     output_dir = Path(output_dir).expanduser().resolve()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
@@ -25,7 +27,7 @@ def save_hf_export(model, tokenizer, output_dir: str | Path) -> Path:
         # carries only what ends a turn, so a server cannot inherit stale defaults.
         model.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if output_dir.exists():
             old = output_dir.with_name(f".{output_dir.name}.old")

@@ -24,13 +24,14 @@ STRATEGIES = {"ddp": ["--trainer.strategy=ddp"], "fsdp2": FSDP2, "fsdp1": FSDP1}
 
 
 def qed_fit(args: list[str], root: Path, devices: int, strategy: str = "ddp", timeout: int = 900,
-            check: bool = True) -> subprocess.CompletedProcess:
-    """``check``: assert that the run succeeded (else the caller reads the result)."""
+            check: bool = True, export: bool = False) -> subprocess.CompletedProcess:
+    """``check``: assert that the run succeeded (else the caller reads the result);
+    ``export``: write the Hugging Face export at the end (``<run>/hf_export``)."""
     chosen = ["--trainer.strategy=auto"] if devices == 1 else STRATEGIES[strategy]
     cmd = [sys.executable, "-m", "qed_lightning", "fit", *args, f"--trainer.devices={devices}",
            *chosen, f"--trainer.default_root_dir={root}",
            f"--trainer.logger.init_args.save_dir={root}", "--trainer.logger.init_args.version=run",
-           "--export.enabled=false"]
+           f"--export.enabled={str(export).lower()}"]
     env = launcher_free_environ(PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert not check or proc.returncode == 0, proc.stderr[-4000:]

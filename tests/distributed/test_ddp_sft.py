@@ -12,18 +12,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.distributed.launch import final_weights, qed_fit, step_metrics
+from tests.distributed.launch import final_weights, qed_fit, run_dir, step_metrics
 
 pytestmark = pytest.mark.slow
 
 
-def _fit(model_dir, root, devices, strategy="ddp", check=True):
+def _fit(model_dir, root, devices, strategy="ddp", check=True, export=False):
     return qed_fit([
         "--config", "configs/demo/sft.yaml", f"--model.model={model_dir}", "--model.lr=1e-3",
         "--model.lr_schedule=constant", "--model.warmup_ratio=0", "--data.samples_per_step=8",
         "--data.micro_batch_tokens=600", "--data.max_length=600", "--trainer.max_steps=3",
         "--trainer.enable_progress_bar=false", "--checkpoint.every_n_train_steps=3",
-    ], root, devices, strategy, check=check)
+    ], root, devices, strategy, check=check, export=export)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def one_process(tiny_model_dir, tmp_path_factory):
 def test_two_ranks_fine_tune_like_one_process(strategy, one_process, tiny_model_dir, tiny_model, tmp_path):
     """``fsdp2``: each decoder layer and the loss module are FSDP2 units (ModelParallelStrategy)."""
     one, two = one_process, tmp_path / "two"
-    _fit(tiny_model_dir, two, 2, strategy)
+    _fit(tiny_model_dir, two, 2, strategy, export=True)
     m1, m2 = step_metrics(one), step_metrics(two)
     assert len(m1) == len(m2) == 3
     for key in ("train/loss", "train/target_tokens", "train/grad_norm"):
@@ -48,6 +48,13 @@ def test_two_ranks_fine_tune_like_one_process(strategy, one_process, tiny_model_
     assert max(float((w1[k] - init[k]).abs().max()) for k in w1) > 1e-3, "the runs did not train"
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-5, msg=k)
+    # the end-of-fit export holds the trained weights (under FSDP2 gathered by every rank,
+    # written by rank 0)
+    from safetensors.torch import load_file
+
+    exported = load_file(str(run_dir(two) / "hf_export" / "model.safetensors"))
+    for name, tensor in exported.items():
+        torch.testing.assert_close(tensor, w2[f"lm.policy.{name}"], rtol=0, atol=0, msg=name)
 
 
 def test_fsdp1_strategy_stops_every_rank_with_a_clear_error(tiny_model_dir, tmp_path):
