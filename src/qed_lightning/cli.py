@@ -157,6 +157,9 @@ def eval_command(args: Sequence[str]) -> dict:
 
 def eval_main(args: Sequence[str]) -> dict:
     summary = eval_command(args)
+    if summary.get("skipped_rows"):  # on_bad_row: skip left rows out: say so where the user looks
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.get("skipped_by_reason", {}).items()))
+        print(f"skipped rows: {summary['skipped_rows']} ({reasons})")
     print(f"report: {summary['report']}")
     return summary
 

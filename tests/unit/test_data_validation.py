@@ -372,3 +372,12 @@ def test_qed_fit_sft_data_setup_skips_and_counts(tiny_model_dir, tmp_path):
     dm = connected(cli)
     dm.setup("fit")
     assert sorted(e.id for e in dm.train_examples) == sorted(SFT_GOOD) and dm.stats.skipped_bad_rows == 9
+
+
+def test_qed_eval_prints_the_skipped_rows_beside_the_report(monkeypatch, capsys):
+    from qed_lightning import cli
+
+    summary = {"report": "out/report.md", "skipped_rows": 3, "skipped_by_reason": {"wrong_type": 2, "empty": 1}}
+    monkeypatch.setattr(cli, "eval_command", lambda args: summary)
+    cli.eval_main([])
+    assert capsys.readouterr().out == "skipped rows: 3 (empty: 1, wrong_type: 2)\nreport: out/report.md\n"

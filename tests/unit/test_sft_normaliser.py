@@ -77,3 +77,16 @@ def test_packing_microbatching_and_ranks_leave_the_loss_unchanged(tiny_model, ti
         assert loss == pytest.approx(base_loss, rel=1e-10), name
         for g, b in zip(grads, base_grads):
             torch.testing.assert_close(g, b, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_auto_loss_warns_when_cuda_has_no_liger(caplog):
+    import logging
+
+    from qed_lightning.modules.sft import default_loss
+
+    with caplog.at_level(logging.WARNING, logger="qed_lightning.modules.sft"):
+        assert default_loss(cuda=True, liger=True) == "liger"
+        assert default_loss(cuda=False, liger=False) == "chunked"
+        assert caplog.text == ""
+        assert default_loss(cuda=True, liger=False) == "chunked"
+    assert "install liger-kernel" in caplog.text

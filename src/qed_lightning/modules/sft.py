@@ -6,6 +6,7 @@ so the loss is the mean over every trained token of the step regardless of packi
 micro-batching or the number of ranks."""
 from __future__ import annotations
 
+import logging
 import time
 
 import lightning.pytorch as pl
@@ -21,6 +22,8 @@ from qed_lightning.modules.lm_loss import CausalLMWithLoss
 from qed_lightning.modules.sharding import shard_model
 from qed_lightning.optim import build_optimizer, build_scheduler
 from qed_lightning.precision_guard import check_update_resolution
+
+log = logging.getLogger(__name__)
 
 
 def accumulate_step_gradients(
@@ -52,8 +55,16 @@ def accumulate_step_gradients(
     return loss_sum
 
 
-def default_loss() -> str:
-    return "liger" if torch.cuda.is_available() and liger_available() else "chunked"
+def default_loss(cuda: bool | None = None, liger: bool | None = None) -> str:
+    """Liger's fused loss on CUDA when installed, else the chunked torch loss. The
+    chunked loss keeps the LM head out of autocast (its softmax must be fp32), so with
+    fp32 master weights on CUDA it runs the head's matmuls in fp32: say so."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    liger = liger_available() if liger is None else liger
+    if cuda and not liger:
+        log.warning("loss: auto on CUDA without liger-kernel: the chunked loss runs the LM head in the weights' "
+                    "dtype (fp32 under bf16-mixed), slower than Liger's fused loss; install liger-kernel")
+    return "liger" if cuda and liger else "chunked"
 
 
 class SFTModule(pl.LightningModule):
