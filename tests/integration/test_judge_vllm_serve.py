@@ -37,8 +37,10 @@ def client(server, max_tokens=24, **kw):
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
 def test_constrained_verdicts_from_a_real_server(server, api):
-    # room for the format's free-text preamble (up to 1000 characters) and the tag
-    judge = LLMJudge(client(server, api=api, max_tokens=1500), constrained_verdict=True, answer_mode="whole")
+    # the rl_strict prompt takes ~1,650 of the tiny model's 2,048 positions: a free-text
+    # preamble of up to 100 characters leaves room for the tag
+    judge = LLMJudge(client(server, api=api, max_tokens=300), constrained_verdict=True, answer_mode="whole",
+                     constrained_preamble_chars=100)
     items = [GradingItem(PROBLEM, f"Attempt {i}: 2a + 2b = 2(a + b).") for i in range(6)]
     verdicts = judge.grade(items)
     assert all(v.ok and 0 <= v.score <= 7 for v in verdicts), [v.error for v in verdicts]
