@@ -163,9 +163,15 @@ def test_generation_in_parts_saves_its_finished_groups_and_resumes_to_the_same_w
     assert [r["reward/mean"] for r in metric_rows(tmp_path / "parts")] == [
         r["reward/mean"] for r in metric_rows(reference)]
     want = policy_weights(run_dir(reference) / "checkpoints" / "last.ckpt")
+    # AdamW (lr 0.02) turns last-bit differences into up to ~3e-5 after 6 steps for almost
+    # every element; an element whose gradient is near 0 (an embedding row of a token seen
+    # once) can have its update's sign flipped by them, and moves by up to ~5e-4 instead
+    far = total = 0
     for name, tensor in whole_in_parts.model.policy.state_dict().items():
-        # AdamW (lr 0.02) turns last-bit differences into up to ~3e-5 after 6 steps
-        torch.testing.assert_close(tensor, want[f"policy.{name}"], atol=1e-4, rtol=0)
+        diff = (tensor - want[f"policy.{name}"]).abs()
+        torch.testing.assert_close(tensor, want[f"policy.{name}"], atol=1e-3, rtol=0)
+        far, total = far + int((diff > 1e-4).sum()), total + diff.numel()
+    assert far <= total * 1e-3, (far, total)
     reference = tmp_path / "parts"
 
     first = run_cli(args(tiny_model_dir, tmp_path, 6, *chunked, hook("SignalAtStep", step=1, when="before_rollouts")))
