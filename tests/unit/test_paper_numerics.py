@@ -3,7 +3,9 @@
 For each paper config the test reads its precision, weight dtype and optimizer settings
 from the YAML, builds the real module (``configure_model`` loads the tiny model in the
 config's dtype, ``configure_optimizers`` builds the optimizer and its schedule) and runs
-a real Lightning fit with the config's precision plugin. Only the loss is replaced: each
+a real Lightning fit with the config's precision plugin and strategy (FSDP2 over one
+process where the config shards: its parameters are then fp32 DTensors, the master the
+optimizer steps). Only the loss is replaced: each
 step backpropagates the same fixed gradients (``MICRO`` micro-batches, each with its own
 direction), so the weights' path can be compared with an fp32-master reference (fp32
 weights, fp32 gradient accumulation, fp32 AdamW with the same settings and clip), cast
@@ -17,6 +19,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from qed_lightning.judging import RuleJudge
 from qed_lightning.models import load_policy
@@ -54,6 +57,29 @@ def paper_settings(name):
     return cfg["trainer"]["precision"], args["dtype"], module_args, (args.get("engine") or {}).get("dtype")
 
 
+def paper_strategy(name):
+    """The config's own strategy on one process (``data_parallel_size`` 1), or "auto"."""
+    import importlib
+
+    spec = yaml.safe_load((ROOT / CONFIGS[name]).read_text())["trainer"].get("strategy")
+    if not isinstance(spec, dict):
+        return spec or "auto"
+    module, _, cls = spec["class_path"].rpartition(".")
+    init_args = dict(spec.get("init_args") or {})
+    if "data_parallel_size" in init_args:
+        init_args["data_parallel_size"] = 1
+    return getattr(importlib.import_module(module), cls)(**init_args)
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def as_param(direction: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``direction`` laid out like ``p`` (sharded like an FSDP2 parameter)."""
+    return distribute_tensor(direction, p.device_mesh, p.placements) if isinstance(p, DTensor) else direction
+
+
 def fixed_gradients(model):
     """``MICRO`` gradient directions per trainable parameter, fp32, seeded."""
     g = torch.Generator().manual_seed(0)
@@ -80,12 +106,15 @@ class FixedGradientStep:
         named = dict(self.policy.named_parameters())
         for micro in self.grads:
             # d loss / d p = the direction (in p's dtype: bf16-true accumulates in bf16)
-            self.manual_backward(sum((p * micro[n]).sum() for n, p in named.items()))
+            loss = sum((p * as_param(micro[n], p)).sum() for n, p in named.items())
+            self.manual_backward(full(loss))
         if batch_idx == 0:
-            self.first_grads = {n: p.grad.detach().clone() for n, p in named.items()}
+            self.first_grads = {n: full(p.grad.detach()).clone() for n, p in named.items()}
+            self.master_dtypes = {p.dtype for p in named.values()}
+            self.sharded = all(isinstance(p, DTensor) for p in named.values())
             self.compute_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
         max_norm = self.hparams.max_grad_norm
-        clip_grad_norm(self.policy, max_norm if max_norm > 0 else float("inf"))
+        clip_grad_norm(self.policy, max_norm if max_norm > 0 else float("inf"), self.trainer.strategy)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sched.step()
@@ -146,18 +175,21 @@ def test_paper_config_moves_the_weights_like_an_fp32_master(name, tiny_model_dir
     module.grads = fixed_gradients(load_policy(str(tiny_model_dir), dtype="float32"))
     trainer = pl.Trainer(accelerator="cpu", devices=1, precision=precision, max_steps=STEPS, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=tmp_path)
+                         default_root_dir=tmp_path, strategy=paper_strategy(name))
     trainer.fit(module)
     assert trainer.global_step == STEPS
+    # the config's strategy ran: FSDP2 (ModelParallelStrategy) leaves every parameter a DTensor
+    assert module.sharded == (type(trainer.strategy).__name__ == "ModelParallelStrategy")
     if precision == "bf16-mixed":  # Lightning runs the manual-optimization step under autocast
         assert module.compute_dtype == torch.bfloat16
+        assert module.master_dtypes == {torch.float32}  # what the optimizer steps, sharded or not
 
     # the first step's gradient, accumulated over the micro-batches, against their fp32 sum
     fp32_sum = {n: sum(micro[n] for micro in module.grads) for n in module.first_grads}
     grad_err = (sum(float((g.float() - fp32_sum[n]).square().sum()) for n, g in module.first_grads.items())
                 / sum(float(g.square().sum()) for g in fp32_sum.values())) ** 0.5
 
-    run = dict(module.policy.named_parameters())
+    run = {n: full(p) for n, p in module.policy.named_parameters()}
     ref = reference_run(tiny_model_dir, module.grads, module.hparams)
     share, norm = moved(run, initial)
     ref_share, ref_norm = moved(ref, initial)
