@@ -96,11 +96,17 @@ def load_policy(name: str, revision: str | None = None, dtype: str = "float32", 
     return AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype), **kwargs)
 
 
-def eos_token_ids(model, tokenizer) -> list[int]:
-    """Every id that ends a turn: the generation config's EOS ids and the tokenizer's."""
+def merge_eos_ids(declared: int | list[int] | None, tokenizer_eos: int | None) -> list[int]:
+    """A generation config's ``eos_token_id`` (an int, a list or None), then the
+    tokenizer's EOS, without repeats."""
     ids: list[int] = []
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for candidate in ([gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])) + [tokenizer.eos_token_id]:
-        if candidate is not None and candidate not in ids:
+    for candidate in ([declared] if isinstance(declared, int) else list(declared or [])) + [tokenizer_eos]:
+        if candidate is not None and int(candidate) not in ids:
             ids.append(int(candidate))
     return ids
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a turn: the generation config's EOS ids and the tokenizer's."""
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    return merge_eos_ids(gen_eos, tokenizer.eos_token_id)

@@ -9,6 +9,8 @@ promises that), so the ids are read here and passed to every request explicitly.
 """
 from __future__ import annotations
 
+from qed_lightning.models import merge_eos_ids
+
 __all__ = ["declared_eos_ids"]
 
 
@@ -33,8 +35,4 @@ def declared_eos_ids(model: str, revision: str | None = None, tokenizer_eos: int
             declared = None
     if tokenizer_eos is None:
         tokenizer_eos = AutoTokenizer.from_pretrained(model, revision=revision).eos_token_id
-    ids: list[int] = []
-    for candidate in ([declared] if isinstance(declared, int) else list(declared or [])) + [tokenizer_eos]:
-        if candidate is not None and int(candidate) not in ids:
-            ids.append(int(candidate))
-    return ids
+    return merge_eos_ids(declared, tokenizer_eos)
