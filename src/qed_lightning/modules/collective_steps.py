@@ -35,7 +35,6 @@ def backward_sync(strategy, enabled: bool):
     gradients, DeepSpeed's refuses under ZeRO-2/3). FSDP2 reduces every backward."""
     from torch.nn.parallel import DistributedDataParallel
 
-    check_step_strategy(strategy)
     if enabled or strategy is None or not isinstance(getattr(strategy, "model", None), DistributedDataParallel):
         yield
     else:

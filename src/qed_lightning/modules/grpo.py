@@ -26,8 +26,9 @@ from qed_lightning.losses.advantages import get_advantage, training_mask
 from qed_lightning.losses.policy import StepNorms, get_policy_loss
 from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
 from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
-from qed_lightning.modules.collective_steps import (backward_sync, clip_grad_norm, micro_batch_count,
-                                                    push_from_rank_zero, same_keys_on_every_rank, zero_loss)
+from qed_lightning.modules.collective_steps import (backward_sync, check_step_strategy, clip_grad_norm,
+                                                    micro_batch_count, push_from_rank_zero, same_keys_on_every_rank,
+                                                    zero_loss)
 from qed_lightning.modules.preemptible_rollouts import step_rollouts
 from qed_lightning.modules.rl_metrics import step_metrics
 from qed_lightning.modules.sharding import RootForward, shard_model
@@ -267,6 +268,9 @@ class GRPOModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = build_scheduler(hp.lr_schedule, opt, total_steps=total, warmup_ratio=hp.warmup_ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        check_step_strategy(self.trainer.strategy)  # once, before any backward: every rank refuses together
 
     def on_train_start(self) -> None:
         # After a resume has restored weights and the step count: the engine starts

@@ -17,7 +17,8 @@ from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegis
 from qed_lightning.data.steps import StepBatch
 from qed_lightning.losses import liger_available
 from qed_lightning.models import load_policy, load_tokenizer
-from qed_lightning.modules.collective_steps import backward_sync, clip_grad_norm, micro_batch_count
+from qed_lightning.modules.collective_steps import (backward_sync, check_step_strategy, clip_grad_norm,
+                                                    micro_batch_count)
 from qed_lightning.modules.lm_loss import CausalLMWithLoss
 from qed_lightning.modules.sharding import shard_model
 from qed_lightning.optim import build_optimizer, build_scheduler
@@ -140,6 +141,9 @@ class SFTModule(pl.LightningModule):
         # FSDP2 under ModelParallelStrategy (bf16-mixed: gathers bf16, reduces fp32); else unchanged
         precision = self.trainer.precision if self.device_mesh is not None else None
         shard_model(policy, self.device_mesh, root=self.lm, precision=precision)
+
+    def on_fit_start(self) -> None:
+        check_step_strategy(self.trainer.strategy)  # once, before any backward: every rank refuses together
 
     def configure_optimizers(self):
         hp = self.hparams
