@@ -18,6 +18,7 @@ import torch
 
 from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegistry, RNGState
 from qed_lightning.contracts import SamplingSettings
+from qed_lightning.engines.build import EngineContext, build_engine
 from qed_lightning.engines.full_weights import full_weights_for_push
 from qed_lightning.judging.base import BaseJudge
 from qed_lightning.judging.client import CompletionClient
@@ -218,32 +219,10 @@ class GRPOModule(pl.LightningModule):
         # Before configure_optimizers: on CUDA the engine takes its memory first.
         if stage != "fit" or self.engine is not None:
             return
-        hp, eng = self.hparams, self.engine_settings
-        if eng.backend == "vllm":
-            from qed_lightning.engines.vllm_engine import VLLMEngine, set_launcher_env
-
-            if self.trainer.world_size > 1:
-                set_launcher_env(self.global_rank, self.local_rank, self.trainer.world_size,
-                                 self.trainer.num_devices)
-            self.engine = VLLMEngine(self.model_path, dtype=eng.dtype or hp.dtype, max_model_len=eng.max_model_len,
-                                     gpu_memory_utilization=eng.gpu_memory_utilization,
-                                     kv_cache_memory_bytes=eng.kv_cache_memory_bytes,
-                                     tensor_parallel_size=eng.tensor_parallel_size, seed=hp.seed,
-                                     progress=eng.progress)
-        elif eng.backend == "served":
-            from qed_lightning.engines.served_engine import ServedEngine
-
-            weights_dir = eng.weights_dir or str(Path(self.trainer.default_root_dir) / "served_weights")
-            self.engine = ServedEngine(eng.base_urls, model=eng.served_model, weights_dir=weights_dir,
-                                       model_dir=self.model_path if Path(self.model_path).is_dir() else None,
-                                       max_model_len=eng.max_model_len, timeout_s=eng.request_timeout_s,
-                                       sync_timeout_s=eng.sync_timeout_s)
-        elif eng.backend == "hf":
-            from qed_lightning.engines.hf_engine import HFEngine
-
-            self.engine = HFEngine(self.model_path, dtype=eng.dtype or hp.dtype)
-        else:
-            raise ValueError(f"engine.backend must be 'vllm', 'served' or 'hf', got {eng.backend!r}")
+        hp, trainer = self.hparams, self.trainer
+        self.engine = build_engine(self.engine_settings, EngineContext(
+            self.model_path, hp.dtype, hp.seed, str(trainer.default_root_dir), self.global_rank, self.local_rank,
+            trainer.world_size, trainer.num_devices))
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         rec = self.record_settings
         recorder = RolloutRecorder(log_dir / "rollouts", rec.every_n_steps, rec.max_groups, rec.max_chars,
