@@ -55,7 +55,13 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 
 def user_turn_ids(tokenizer, text: str) -> list[int]:
     """Token ids of one user turn through the chat template, with the generation prompt."""
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+    return chat_ids(tokenizer, [{"role": "user", "content": text}])
+
+
+def chat_ids(tokenizer, messages) -> list[int]:
+    """Token ids of a conversation (``{"role", "content"}`` dicts) through the chat
+    template, with the generation prompt."""
+    ids = tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True,
                                         tokenize=True, return_dict=False)
     return list(ids["input_ids"] if isinstance(ids, dict) else ids)
 

@@ -39,8 +39,9 @@ def test_demo_eval_writes_report_plots_and_records(tiny_model_dir, tmp_path, cap
     for path in plots:
         Image.open(path).verify()
     # test-time reasoning cache: 2 turns per sample, every turn's tokens counted
-    demo_eval(tiny_model_dir, tmp_path, "--model_label=tiny-rc", "--mode=rc", "--rc_iterations=2")
-    gens = [json.loads(line) for line in (tmp_path / "demo" / "tiny-rc" / "generations.jsonl").read_text().splitlines()]
+    # the same label in another mode: its own folder, nothing taken from the single-turn run
+    demo_eval(tiny_model_dir, tmp_path, "--model_label=tiny", "--mode=rc", "--rc_iterations=2")
+    gens = [json.loads(line) for line in (tmp_path / "demo" / "tiny+rc" / "generations.jsonl").read_text().splitlines()]
     assert len(gens) == 12 and all(g["turns"] == 2 and len(g["summaries"]) == 1 for g in gens)
     assert all(16 < g["tokens"] <= 2 * 16 + 8 for g in gens)  # two reasoning turns (16 each, truncated) + a summary
 

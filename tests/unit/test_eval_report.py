@@ -52,6 +52,7 @@ def summarize(records, k, failed_gradings):
         "pass_at_1": 50.0, "pass_at_k": 100.0,
         "accuracy": 100 * sum(r.score == 7 for r in graded) / len(graded),
         "tokens_mean": statistics.mean(r.tokens for r in records),
+        "calls_mean": statistics.mean(r.calls for r in records),
         "failure_rate": 1 - len(graded) / len(records), "graded": len(graded), "total": len(records),
         "by_category": by("category"), "by_level": by("level"),
     }
@@ -106,10 +107,10 @@ def test_the_headline_says_this_runs_k(tmp_path):
 
 def test_detail_shows_passes_tokens_breakdowns_and_failures(report):
     _, md = report
-    assert "| Model | Judge | avg@2 (std) | runs % | pass@1 | pass@2 | tokens/sample | failed gradings |" in md
+    assert "| Model | Judge | avg@2 (std) | runs % | pass@1 | pass@2 | tokens/sample | calls/sample | failed gradings |" in md
     # alpha imo tokens: samples 0/1 -> 102, 202 per problem -> mean 152
-    assert f"| alpha | {PROOF_JUDGE} | 75.0 (25.0) | 50.0, 100.0 | 50.0 | 100.0 | 152 | 1 of 4 (25.0%) |" in md
-    assert f"| beta | {ANSWER_JUDGE} | 33.3 | 50.0, 0.0 | 50.0 | 100.0 | 152 | 1 of 4 (25.0%) |" in md
+    assert f"| alpha | {PROOF_JUDGE} | 75.0 (25.0) | 50.0, 100.0 | 50.0 | 100.0 | 152 | 1.0 | 1 of 4 (25.0%) |" in md
+    assert f"| beta | {ANSWER_JUDGE} | 33.3 | 50.0, 0.0 | 50.0 | 100.0 | 152 | 1.0 | 1 of 4 (25.0%) |" in md
     assert "- alpha: timeout x1" in md and "- beta: parse x1" in md
     # beta imo levels: IMO-easy 13/14 = 92.9%, IMO-hard 1/14 = 7.1%; alpha IMO-hard 0/7 = 0.0
     assert "| IMO-easy | 100.0 | 92.9 |" in md and "| IMO-hard | 0.0 | 7.1 |" in md

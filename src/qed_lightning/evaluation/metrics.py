@@ -249,6 +249,7 @@ def summarize_records(records: list[EvalRecord], k: int, failed_gradings: str = 
         "by_rule": by_rule,
         "tokens_mean": statistics.fmean(tokens) if tokens else None,
         "tokens_median": float(statistics.median(tokens)) if tokens else None,
+        "calls_mean": statistics.fmean(r.calls for r in records) if records else None,
         "failure_rate": (len(records) - graded) / len(records) if records else None,
         "total": len(records),
         "graded": graded,

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["PAPER_JUDGE", "PAPER_K", "PAPER_METRIC", "PAPER_RESULTS", "PaperResult", "paper_results"]
+__all__ = ["PAPER_JUDGE", "PAPER_K", "PAPER_METRIC", "PAPER_RESULTS", "PAPER_SCAFFOLDS", "PaperResult", "PaperScaffold",
+           "paper_results"]
 
 PAPER_JUDGE = "judge: gemini-3-pro per the released code (unverified for the paper)"
 
@@ -85,3 +86,32 @@ def paper_results(benchmarks: Iterable[str] | None = None) -> tuple[PaperResult,
     """The published numbers, in the paper's row order, for ``benchmarks`` (all if None)."""
     wanted = None if benchmarks is None else set(benchmarks)
     return tuple(r for r in PAPER_RESULTS if wanted is None or r.benchmark in wanted)
+
+
+@dataclass(frozen=True)
+class PaperScaffold:
+    """One row of the paper's test-time compute comparison (its Table 2) for QED-Nano on
+    IMO-ProofBench.
+
+    Attributes:
+        mode: This project's mode that runs the same scaffold (``single``, ``rc``...).
+        score: avg grade as a % of 7.
+        tokens: Generated tokens per problem (reasoning included, prompts excluded, as
+            the released evaluation's cost counter sums them; inferred, unverified).
+        calls: Model calls per problem at the released settings (from its code).
+    """
+
+    mode: str
+    name: str
+    score: float
+    tokens: int
+    calls: str
+    provenance: str = "paper Table 2 via third-party notes (unverified)"
+
+
+PAPER_SCAFFOLDS: tuple[PaperScaffold, ...] = (
+    PaperScaffold("single", "single turn", 40.0, 93_690, "1"),
+    PaperScaffold("rc", "reasoning cache", 44.0, 237_379, "5"),
+    PaperScaffold("dsm", "DeepSeekMath-style agent", 54.0, 1_605_879, "<= 60"),
+    PaperScaffold("rsa", "recursive self-aggregation", 56.9, 2_045_764, "39"),
+)

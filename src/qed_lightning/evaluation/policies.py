@@ -61,6 +61,15 @@ class EnginePolicy:
     def count_tokens(self, text: str) -> int:
         return count_text_tokens(self.tokenizer, text)
 
+    def chat(self, answer_mode: str):
+        """A scaffold's batched chat generation (``scaffolds.chat``) with the proof
+        sampling; a prompt that leaves no room for ``max_tokens`` is skipped, counted."""
+        from qed_lightning.scaffolds.chat import engine_chat
+
+        limit = getattr(self.engine, "max_model_len", None)
+        return engine_chat(self.engine, self.tokenizer, self.sampling, answer_mode,
+                           None if limit is None else limit - self.sampling.max_tokens)
+
     def max_prompt_tokens(self) -> int | None:
         limit = getattr(self.engine, "max_model_len", None)
         return None if limit is None else limit - self.sampling.max_tokens - chat_overhead(self.tokenizer)
@@ -78,10 +87,12 @@ class ServerPolicy:
         client: The policy's ``CompletionClient`` (``OpenAICompatibleClient``).
         summary_client: Another client for the policy's own RC summaries (other
             sampling); None: ``client``.
+        seed: Base of the per-request seeds of scaffold calls.
     """
 
-    def __init__(self, client: CompletionClient, summary_client: CompletionClient | None = None) -> None:
-        self.client, self.summary_client = client, summary_client
+    def __init__(self, client: CompletionClient, summary_client: CompletionClient | None = None,
+                 seed: int = 0) -> None:
+        self.client, self.summary_client, self.seed = client, summary_client, seed
 
     def generator(self, role: str, sample_index: int) -> Generate:
         client = self.client if role == "reason" or self.summary_client is None else self.summary_client
@@ -98,6 +109,12 @@ class ServerPolicy:
             return out
 
         return generate
+
+    def chat(self, answer_mode: str):
+        """A scaffold's chat generation through ``client``, a seed per request."""
+        from qed_lightning.scaffolds.chat import client_chat
+
+        return client_chat(self.client, answer_mode)
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 4  # no tokenizer at hand: a rough count, used for summary budgets only

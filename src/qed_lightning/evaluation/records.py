@@ -33,6 +33,8 @@ class EvalRecord:
         category, level: The problem's, for the per-category/level breakdowns.
         judge: The judge's label (model and prompt): scores of different judges do not compare.
         origin: How the score came about (``judge``, ``no_answer``, ``checker``, ``cache``...).
+        calls: Model calls that made this sample (1 single-turn; RC's turns; a
+            scaffold's calls).
     """
 
     benchmark: str
@@ -49,6 +51,7 @@ class EvalRecord:
     level: str | None = None
     judge: str = ""
     origin: str = "judge"
+    calls: int = 1
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -270,16 +270,18 @@ def _detail(bench, kind, groups, summaries, k) -> list[str]:
     names = {key: key[0] if sum(m == key[0] for m, _, _ in present) == 1 else f"{key[0]} ({key[2]})"
              for key in present}  # a model with two judges: one column per judge in the breakdowns
     score_col = "accuracy %" if kind == "answer" else f"avg@{k} (std)"
-    header = ["Model", "Judge", score_col, "runs %", "pass@1", f"pass@{k}", "tokens/sample", "failed gradings"]
+    header = ["Model", "Judge", score_col, "runs %", "pass@1", f"pass@{k}", "tokens/sample", "calls/sample",
+              "failed gradings"]
     rows, kinds_lines, other_lines = [], [], []
     for key in present:
         s, recs = summaries[key], groups[key]
         failed = _failed(recs)
         runs = ", ".join(_pct(x) for x in s.get("runs") or []) or DASH
         tokens = DASH if s.get("tokens_mean") is None else f"{float(s['tokens_mean']):.0f}"
+        calls = DASH if s.get("calls_mean") is None else f"{float(s['calls_mean']):.1f}"
         share = f"{failed} of {len(recs)} ({100 * failed / len(recs):.1f}%)"
         passes = [_pct(s.get("pass_at_1")), _pct(s.get("pass_at_k"))]
-        rows.append([key[0], key[2], _score(s, kind), runs, *passes, tokens, share])
+        rows.append([key[0], key[2], _score(s, kind), runs, *passes, tokens, calls, share])
         errors = Counter((r.error or "unknown").split(":", 1)[0] for r in recs if not r.graded)
         if errors:
             kinds_lines.append(f"- {names[key]}: " + ", ".join(f"{e} x{n}" for e, n in errors.items()))

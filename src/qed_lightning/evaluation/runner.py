@@ -15,6 +15,7 @@ from qed_lightning.contracts import GradingItem, Problem
 from qed_lightning.evaluation.answer_check import ANSWER_PROMPT
 from qed_lightning.evaluation.answer_grading import ANSWER_PROTOCOLS
 from qed_lightning.evaluation.benchmarks import BENCHMARKS, load_benchmark_with_report
+from qed_lightning.evaluation.compare import write_comparison
 from qed_lightning.evaluation.metrics import summarize_records
 from qed_lightning.evaluation.policies import EnginePolicy, ServerPolicy
 from qed_lightning.evaluation.records import EvalRecord
@@ -26,11 +27,12 @@ from qed_lightning.judging.client import CompletionClient
 from qed_lightning.reasoning_cache.cycle import run_cycles
 from qed_lightning.reasoning_cache.roles import client_generator
 from qed_lightning.rollouts.prompts import PROOF_PROMPT
+from qed_lightning.scaffolds.base import Scaffold
 
 __all__ = ["evaluate", "judge_label"]
 
 log = logging.getLogger(__name__)
-MODES = ("single", "rc")
+MODES = ("single", "rc", "scaffold")  # or a scaffold's name (``qed_lightning.scaffolds.scaffold_names()``)
 
 
 def judge_label(judge: BaseJudge | None) -> str:
@@ -74,6 +76,7 @@ def evaluate(
     answer_protocol: str = "checker",
     samples: int = 3,
     mode: str = "single",
+    scaffold: Scaffold | None = None,
     rc_iterations: int = 3,
     summarizer: CompletionClient | None = None,
     prompt_template: str | None = None,
@@ -107,7 +110,13 @@ def evaluate(
             ``checker`` (the rule checker decides; the judge, if set, only what it cannot
             compare; no box is a 0). Each record's ``judge`` field names the protocol.
         samples: k, samples per problem (avg@k, pass@k).
-        mode: ``single`` (one turn) or ``rc`` (test-time reasoning cache, ``rc_iterations`` turns).
+        mode: ``single`` (one turn), ``rc`` (test-time reasoning cache, ``rc_iterations``
+            turns), ``scaffold`` (the ``scaffold`` given), or a scaffold's name (``rsa``,
+            ``dsm``, ``nomos``, ``selfcheck``, ``best_of_n``: at its reference settings).
+            Every mode but ``single`` writes under ``<model_label>+<mode>`` (its own
+            generations, records and report row).
+        scaffold: A test-time scaffold (``qed_lightning.scaffolds``), e.g. from
+            ``configs/eval/scaffolds/rsa.yaml``; its calls use the policy's sampling.
         summarizer: RC's summarizer; None: the policy summarizes itself.
         prompt_template: The user turn around ``{problem}``; None: the benchmark's
             (the recipe's proof prompt, or the boxed-answer prompt).
@@ -121,7 +130,10 @@ def evaluate(
         failed_gradings: How failed gradings count: ``zero`` (the released code's rule,
             default) or ``leave_out`` (``metrics.FAILED_GRADINGS``); the report shows both.
     """
-    if mode not in MODES:
+    scaffold = _scaffold_of(mode, scaffold)
+    if scaffold is not None:
+        mode = scaffold.name
+    elif mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
@@ -138,8 +150,13 @@ def evaluate(
                                         on_bad_row=on_bad_row, judge=judge if kind == "proof" else None)
     problems = loaded.problems[shard[0]::shard[1]]
     template = prompt_template or (ANSWER_PROMPT if kind == "answer" else PROOF_PROMPT)
+    if mode != "single":  # another mode's samples are other samples: never mixed with single-turn ones
+        model_label = f"{model_label}+{mode}"
     store = EvalStore(Path(output_dir) / benchmark / model_label)
-    _generate(policy, problems, store, samples, mode, rc_iterations, summarizer, template, chunk_size, progress)
+    if scaffold is not None:
+        _generate_scaffold(policy, problems, store, samples, scaffold, template, answer_mode, chunk_size, progress)
+    else:
+        _generate(policy, problems, store, samples, mode, rc_iterations, summarizer, template, chunk_size, progress)
     _grade(problems, store, kind, judge, benchmark, model_label, answer_mode, chunk_size, progress, answer_protocol)
     records = [store.records[(p.id, j)] for p in problems for j in range(samples) if (p.id, j) in store.records]
     # an earlier judge's verdicts of these items are reported apart, never mixed in
@@ -148,6 +165,7 @@ def evaluate(
                          failed_gradings, skipped_rows=loaded.skipped_by_reason)
     summary = summarize_records(records, samples, failed_gradings)
     summary["report"] = str(paths.markdown)
+    summary["comparison"] = str(write_comparison(Path(output_dir) / benchmark, samples, failed_gradings))
     summary["skipped_rows"] = len(loaded.skipped)
     summary["skipped_by_reason"] = dict(loaded.skipped_by_reason)
     if kind == "answer":
@@ -175,6 +193,40 @@ def _generate(policy, problems, store, samples, mode, rc_iterations, summarizer,
             store.add_generations(rows)
 
 
+def _scaffold_of(mode: str, scaffold: Scaffold | None) -> Scaffold | None:
+    if scaffold is not None:
+        if mode not in ("scaffold", scaffold.name):
+            raise ValueError(f"mode={mode!r} with a scaffold ({scaffold.name}) set: use mode=scaffold (or "
+                             f"mode={scaffold.name}), or drop the scaffold")
+        return scaffold
+    if mode == "scaffold":
+        raise ValueError("mode=scaffold needs a scaffold (e.g. --config configs/eval/scaffolds/rsa.yaml)")
+    if mode in MODES:
+        return None
+    from qed_lightning.scaffolds import build_scaffold, scaffold_names
+
+    if mode not in scaffold_names():
+        raise ValueError(f"mode must be one of {MODES} or a scaffold ({', '.join(scaffold_names())}), got {mode!r}")
+    return build_scaffold(mode)
+
+
+def _generate_scaffold(policy, problems, store, samples, scaffold, template, answer_mode, chunk_size, progress):
+    """Each chunk's problems go through the scaffold together (one batched generation
+    per stage); every call is kept in ``scaffold_calls.jsonl``, so a rerun replays
+    finished stages and generates only the rest."""
+    from qed_lightning.scaffolds.call_store import CallStore
+    from qed_lightning.scaffolds.run import scaffold_rows
+
+    calls = CallStore(store.directory / "scaffold_calls.jsonl", scaffold.name)
+    generate = policy.chat(answer_mode)
+    for j in range(samples):
+        todo = [p for p in problems if (p.id, j) not in store.generations or store.generations[(p.id, j)].get("error")]
+        chunks = list(_chunks(todo, chunk_size))
+        for chunk in _progress(chunks, len(chunks), f"{scaffold.name} sample {j + 1}/{samples}", progress):
+            framed = [_message(template, p) for p in chunk]
+            store.add_generations(scaffold_rows(scaffold, chunk, framed, j, policy.seed, answer_mode, generate, calls))
+
+
 def _rc_rows(policy, chunk, j, iterations, summarizer, template):
     from qed_lightning.reasoning_cache.prompts import RCPrompts
 
@@ -190,7 +242,8 @@ def _rc_rows(policy, chunk, j, iterations, summarizer, template):
         last = t.reasoning[-1] if t.reasoning else None
         rows.append(dict(problem_id=t.problem.id, sample=j, text=last.text if last else "", tokens=t.total_tokens,
                          finish_reason="length" if last is not None and last.truncated else "stop",
-                         turns=len(t.reasoning), summaries=t.summaries,
+                         turns=len(t.reasoning), calls=len(t.reasoning) + len(t.summary_outputs),
+                         summaries=t.summaries,
                          error=None if last is not None else "too_long: the first RC prompt does not fit"))
     return rows
 
@@ -208,7 +261,7 @@ def _grade(problems, store, kind, judge, benchmark, model_label, answer_mode, ch
         store.add_records([
             EvalRecord(benchmark, model_label, g["problem_id"], int(g["sample"]), g["text"], answer, int(g["tokens"]),
                        g["finish_reason"], score, error, _meta(by_id[g["problem_id"]], "category"),
-                       _meta(by_id[g["problem_id"]], "level"), label, origin)
+                       _meta(by_id[g["problem_id"]], "level"), label, origin, int(g.get("calls", g.get("turns", 1))))
             for g, (answer, score, error, origin) in zip(chunk, scored)])
 
 

@@ -17,6 +17,12 @@ class JudgeRequest:
     prompt: str
     # Regex the reply must match (structured decoding); None leaves decoding free.
     constrained_regex: str | None = None
+    # A whole conversation ({"role": system|user|assistant, "content": ...} each) sent
+    # instead of ``prompt`` as the one user turn: what multi-call scaffolds need.
+    messages: tuple[dict[str, str], ...] | None = None
+    # The request's own sampling seed (servers that take one, as vLLM does): a
+    # scaffold's call is then reproducible whatever else is in flight.
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class JudgeReply:
     attempts: int = 1
     finish_reason: str | None = None
     completion_tokens: int | None = None  # as the server reports them (usage), when it does
+    prompt_tokens: int | None = None
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from qed_lightning.contracts import SamplingSettings
 from qed_lightning.judging.client import JudgeReply, JudgeRequest
-from qed_lightning.models import load_tokenizer, user_turn_ids
+from qed_lightning.models import chat_ids, load_tokenizer, user_turn_ids
 
 __all__ = ["InProcessVLLMClient"]
 
@@ -59,7 +59,8 @@ class InProcessVLLMClient:
         replies: list[JudgeReply | None] = [None] * len(requests)
         by_regex: dict[str | None, list[tuple[int, list[int]]]] = {}
         for i, request in enumerate(requests):
-            ids = user_turn_ids(self.tokenizer, request.prompt)
+            ids = (chat_ids(self.tokenizer, request.messages) if request.messages is not None
+                   else user_turn_ids(self.tokenizer, request.prompt))
             if len(ids) >= self.engine.max_model_len:
                 replies[i] = JudgeReply(error=f"too_long: prompt has {len(ids)} tokens, the grader's context is "
                                               f"{self.engine.max_model_len}", attempts=1)
@@ -67,7 +68,10 @@ class InProcessVLLMClient:
                 by_regex.setdefault(request.constrained_regex, []).append((i, ids))
         for regex, batch in by_regex.items():
             start = time.perf_counter()
-            seeds = None if self.seed is None else [[self.seed + i] for i, _ in batch]
+            seeds = None
+            if self.seed is not None or any(requests[i].seed is not None for i, _ in batch):
+                seeds = [[requests[i].seed if requests[i].seed is not None else (self.seed or 0) + i]
+                         for i, _ in batch]
             try:
                 groups = self.engine.generate([ids for _, ids in batch], self.sampling, sample_seeds=seeds, regex=regex)
             except Exception as err:  # an engine failure is the batch's counted error, not a crash
@@ -75,8 +79,9 @@ class InProcessVLLMClient:
                     replies[i] = JudgeReply(error=f"engine: {type(err).__name__}: {err}", attempts=1)
                 continue
             took = (time.perf_counter() - start) / max(len(batch), 1)
-            for (i, _), group in zip(batch, groups, strict=True):
+            for (i, ids), group in zip(batch, groups, strict=True):
                 c = group[0]
                 reasoning, _, answer = c.text.rpartition("</think>")
-                replies[i] = JudgeReply(answer, reasoning, None, took, 1, c.finish_reason, len(c.completion_ids))
+                replies[i] = JudgeReply(answer, reasoning, None, took, 1, c.finish_reason, len(c.completion_ids),
+                                        len(ids))
         return replies  # type: ignore[return-value]

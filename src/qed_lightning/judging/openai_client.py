@@ -141,8 +141,9 @@ class OpenAICompatibleClient:
         while True:
             attempt += 1
             try:
-                text, reasoning, finish, tokens = self._attempt(url, body)
-                return JudgeReply(text, reasoning, None, time.perf_counter() - start, attempt, finish, tokens)
+                text, reasoning, finish, tokens, prompt_tokens = self._attempt(url, body)
+                return JudgeReply(text, reasoning, None, time.perf_counter() - start, attempt, finish, tokens,
+                                  prompt_tokens)
             except _Final as err:
                 return JudgeReply(error=self._scrub(str(err)), latency_s=time.perf_counter() - start, attempts=attempt)
             except _Retryable as err:
@@ -162,13 +163,17 @@ class OpenAICompatibleClient:
         body: dict[str, Any] = {"model": self.model}
         if self.temperature is not None:  # None: the provider's default
             body["temperature"] = self.temperature
+        messages = ([dict(m) for m in request.messages] if request.messages is not None
+                    else [{"role": "user", "content": request.prompt}])
+        if request.seed is not None:
+            body["seed"] = request.seed
         if self.api == "chat":
-            body["messages"] = [{"role": "user", "content": request.prompt}]
+            body["messages"] = messages
             body["max_completion_tokens"] = self.max_tokens
             if self.reasoning_effort:
                 body["reasoning_effort"] = self.reasoning_effort
         else:
-            body["input"] = [{"role": "user", "content": request.prompt}]
+            body["input"] = messages
             body["max_output_tokens"] = self.max_tokens
             if self.reasoning_effort:
                 body["reasoning"] = {"effort": self.reasoning_effort}
@@ -177,7 +182,7 @@ class OpenAICompatibleClient:
         body.update(self.extra_body)
         return f"{self.base_url}/{'chat/completions' if self.api == 'chat' else 'responses'}", body
 
-    def _attempt(self, url: str, body: dict[str, Any]) -> tuple[str, str, str | None, int | None]:
+    def _attempt(self, url: str, body: dict[str, Any]) -> tuple[str, str, str | None, int | None, int | None]:
         try:
             resp = self._http.post(url, json=body)
         except httpx.TimeoutException as err:
@@ -226,19 +231,20 @@ def _usage_tokens(data: Any, key: str) -> int | None:
         return None  # usage is informational: a server without it still answered
 
 
-def _parse_chat(data: Any) -> tuple[str, str, str | None, int | None]:
+def _parse_chat(data: Any) -> tuple[str, str, str | None, int | None, int | None]:
     try:
         choice = data["choices"][0]
         message = choice["message"]
         text = message.get("content") or ""
         # vLLM names it "reasoning"; other servers "reasoning_content"
         reasoning = message.get("reasoning") or message.get("reasoning_content") or ""
-        return text, reasoning, choice.get("finish_reason"), _usage_tokens(data, "completion_tokens")
+        return (text, reasoning, choice.get("finish_reason"), _usage_tokens(data, "completion_tokens"),
+                _usage_tokens(data, "prompt_tokens"))
     except (KeyError, IndexError, TypeError, AttributeError):
         raise _Retryable("malformed_response", f"no choices[0].message in the reply ({str(data)[:80]})") from None
 
 
-def _parse_responses(data: Any) -> tuple[str, str, str | None, int | None]:
+def _parse_responses(data: Any) -> tuple[str, str, str | None, int | None, int | None]:
     try:
         texts, thoughts = [], []
         for item in data["output"]:
@@ -251,4 +257,5 @@ def _parse_responses(data: Any) -> tuple[str, str, str | None, int | None]:
     if not texts and not thoughts:
         raise _Retryable("malformed_response", "the reply's output holds no message")
     finish = (data.get("incomplete_details") or {}).get("reason") or data.get("status")
-    return "".join(texts), "".join(thoughts), finish, _usage_tokens(data, "output_tokens")
+    return "".join(texts), "".join(thoughts), finish, _usage_tokens(data, "output_tokens"), _usage_tokens(data,
+                                                                                                        "input_tokens")
