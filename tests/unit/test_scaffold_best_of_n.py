@@ -203,3 +203,19 @@ def test_rerun_identical_and_resume_regenerates_nothing(tmp_path):
     assert all(user_of(c).startswith("Grade") for c, _ in resumed_chat.calls)
     assert [r for r, _ in resumed] == [r for r, _ in full]
     assert [c.replayed for _, c in resumed] == [3, 3] and [c.calls for _, c in resumed] == [6, 6]
+
+
+def test_judge_verdicts_replay_on_resume_and_failures_are_graded_again(tmp_path):
+    """A resumed run takes the judge's stored verdicts (no second grading, the same pick)
+    and grades again only the verdict that failed."""
+    texts = ["proof worth 3", "proof FAIL", "proof worth 5"]
+    path = tmp_path / "calls.jsonl"
+    first_judge = ScriptedJudge()
+    first = run_scaffold(BestOfN(n=3, judge=first_judge), [ctx("p1")], ScriptedChat(proofs(texts)),
+                         CallStore(path, "bon"))
+    assert len(first_judge.seen) == 3 and first[0][0].detail["winner"] == 2
+    second_judge = ScriptedJudge()
+    second = run_scaffold(BestOfN(n=3, judge=second_judge), [ctx("p1")], ScriptedChat(proofs(texts)),
+                          CallStore(path, "bon"))
+    assert [answer for _, answer in second_judge.seen] == ["proof FAIL"]  # only the failed verdict again
+    assert second[0][0] == first[0][0] and second[0][1].judge_calls == 3

@@ -167,3 +167,19 @@ def test_rerun_identical_and_resume_regenerates_nothing(tmp_path):
     idle = ScriptedChat(prefer_a)
     again = run_scaffold(rsa, contexts, idle, CallStore(path2, "rsa"))
     assert idle.batches == [] and [r.reply for r, _ in again] == [r.reply for r, _ in full]
+
+
+def test_eval_mode_names_a_scaffold():
+    from qed_lightning.evaluation.runner import _scaffold_of
+
+    built = _scaffold_of("rsa", None)
+    assert isinstance(built, RSA) and built.max_calls() == 39  # the released settings
+    mine = RSA(population=2, group_size=2, rounds=1)
+    assert _scaffold_of("scaffold", mine) is mine and _scaffold_of("rsa", mine) is mine
+    assert _scaffold_of("single", None) is None
+    with pytest.raises(ValueError, match="mode=scaffold needs a scaffold"):
+        _scaffold_of("scaffold", None)
+    with pytest.raises(ValueError, match="use mode=scaffold"):
+        _scaffold_of("single", mine)
+    with pytest.raises(ValueError, match="best_of_n, dsm, nomos, rsa, selfcheck"):
+        _scaffold_of("rsaa", None)

@@ -26,9 +26,9 @@ and never wins over a real score, a real 0 included; when no candidate got a rea
 the first candidate is returned and the reason says so. Calls: n with a judge (plus n
 judge calls), 2n with self-grading.
 
-Resume: the ``solve`` and ``grade`` calls are replayed from the call store; a judge's
-verdicts are not stored there (an ``LLMJudge`` with ``cache_dir`` set replays them from
-its verdict cache).
+Resume: the ``solve`` and ``grade`` calls and the judge's verdicts (failed ones
+excepted) are replayed from the call store, so a resumed run picks what the first run
+picked even with a sampling judge.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ call's seed derives from (run seed, sample, problem, stage, slot), never from it
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -149,20 +150,39 @@ def _chat_stage(runs: Sequence[_Lockstep], generate: ChatGenerate, store: CallSt
         run.send(replies)
 
 
-def _judge_stage(runs: Sequence[_Lockstep], scaffold: Scaffold, timing: RunTiming) -> None:
+def _verdict_digest(item) -> str:
+    return hashlib.sha256(f"{item.problem.id}\x1f{item.proof}".encode()).hexdigest()[:16]
+
+
+def _judge_stage(runs: Sequence[_Lockstep], scaffold: Scaffold, store: CallStore, timing: RunTiming) -> None:
+    """The scaffold's own judge on each run's items: stored verdicts are replayed (so a
+    resumed run chooses as the first one did, even with a sampling judge), the rest
+    graded in one call; failed verdicts are not stored (the next run grades them again)."""
     judge = scaffold.judge()
     if judge is None:
         raise ValueError(f"scaffold {scaffold.name!r} asked for a judge stage but has no judge")
-    items = [item for run in runs for item in run.stage.items]
+    found: list[list[Verdict | None]] = []
+    todo: list[tuple[int, int, tuple, str, object]] = []
+    for r, run in enumerate(runs):
+        found.append([None] * len(run.stage.items))
+        for slot, item in enumerate(run.stage.items):
+            key, digest = (run.ctx.problem.id, run.ctx.sample, run.stage.name, slot), _verdict_digest(item)
+            hit = store.get(key, digest)
+            if hit is not None:
+                found[r][slot] = Verdict(int(hit.answer), raw=hit.text, origin="replay")
+                run.cost.judge_calls += 1  # as a replayed model call counts: it cost a call when it ran
+            else:
+                todo.append((r, slot, key, digest, item))
     began = time.perf_counter()
-    verdicts: list[Verdict] = judge.grade(items) if items else []
+    verdicts: list[Verdict] = judge.grade([item for *_, item in todo]) if todo else []
     timing.judge_s += time.perf_counter() - began
-    at = 0
-    for run in runs:
-        n = len(run.stage.items)
-        run.cost.judge_calls += sum(v.origin == "judge" for v in verdicts[at:at + n])
-        run.send(verdicts[at:at + n])
-        at += n
+    store.put((key, digest, Reply(v.raw, str(v.score))) for (_, _, key, digest, _), v in zip(todo, verdicts)
+              if v.ok)
+    for (r, slot, *_), verdict in zip(todo, verdicts):
+        found[r][slot] = verdict
+        runs[r].cost.judge_calls += int(verdict.origin == "judge")
+    for run, replies in zip(runs, found):
+        run.send(replies)
 
 
 def _step(runs: Sequence[_Lockstep], scaffold: Scaffold, generate: ChatGenerate, store: CallStore,
@@ -172,7 +192,7 @@ def _step(runs: Sequence[_Lockstep], scaffold: Scaffold, generate: ChatGenerate,
     if chat:
         _chat_stage(chat, generate, store, timing, max_calls)
     if judged:
-        _judge_stage(judged, scaffold, timing)
+        _judge_stage(judged, scaffold, store, timing)
 
 
 def run_scaffold(scaffold: Scaffold, contexts: Sequence[ProblemContext], generate: ChatGenerate, store: CallStore,
