@@ -63,3 +63,10 @@ class RunMetadataCallback(SaveConfigCallback):
             return
         path = Path(log_dir) / "run_metadata.json"
         path.write_text(json.dumps(collect_run_metadata(), indent=2, default=str) + "\n")
+        config = Path(log_dir) / self.config_filename  # just written by the setup that calls this
+        if config.is_file():
+            import yaml
+
+            from qed_lightning.loggers.run_config import log_resolved_config
+
+            log_resolved_config(trainer.loggers, yaml.safe_load(config.read_text()) or {})

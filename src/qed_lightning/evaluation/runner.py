@@ -21,6 +21,7 @@ from qed_lightning.evaluation.policies import EnginePolicy, ServerPolicy
 from qed_lightning.evaluation.records import EvalRecord
 from qed_lightning.evaluation.report import write_report
 from qed_lightning.evaluation.store import EvalStore
+from qed_lightning.hub.eval_results import record_export_eval
 from qed_lightning.judging.answer import extract_answer
 from qed_lightning.judging.base import BaseJudge
 from qed_lightning.judging.client import CompletionClient
@@ -170,6 +171,9 @@ def evaluate(
     summary["skipped_by_reason"] = dict(loaded.skipped_by_reason)
     if kind == "answer":
         summary["answer_protocol"] = answer_protocol
+    if shard == (0, 1) and records:  # an evaluated qed export gets these numbers on its model card
+        shown = benchmark if mode == "single" else f"{benchmark} ({mode})"  # scaffold and RC runs: their own entry
+        record_export_eval(getattr(policy, "model", None), shown, summary, records[0].judge, samples)
     log.info("%s on %s: report at %s", model_label, benchmark, paths.markdown)
     return summary
 
