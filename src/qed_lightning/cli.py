@@ -4,6 +4,7 @@
     qed fit --config configs/sft/qed_nano_sft.yaml --print_config
     qed export runs/.../checkpoints/last.ckpt out/model
     qed judge --config configs/judge/local_vllm.yaml --input proofs.jsonl --output verdicts.jsonl
+    qed judge bench --config configs/judge/bench_demo.yaml --output_dir runs/judge_bench/demo
     qed eval --config configs/eval/imo_proofbench.yaml --policy.init_args.model=<export dir>
 
 ``qed --help`` and ``qed --version`` answer without importing torch, Lightning or vLLM;
@@ -31,8 +32,9 @@ COMMANDS = {
     "test": "run the test loop of a config's model and data",
     "predict": "run the prediction loop of a config's model and data",
     "eval": "evaluate a model on a benchmark: generate k samples, grade them, write a report",
-    "judge": "grade a file of proofs with a judge and write the verdicts",
+    "judge": "grade a file of proofs with a judge and write the verdicts ('judge bench': against human grades)",
     "export": "write a Hugging Face model from a saved checkpoint",
+    "data": "build datasets: distill, rubrics, filter, difficulty, decontaminate ('qed data <step> --help')",
 }
 DEBUG_FLAG, VERBOSE_FLAG = "--debug", "--verbose"
 
@@ -99,8 +101,12 @@ def run_cli(args: Sequence[str] | None = None, run: bool = True):
     return _run_cli(args, run=run)
 
 
+SUBCOMMANDS = {"judge bench": "measure judges against human grades (agreement with bootstrap intervals, cost, "
+                               "a report); --compare A B compares two earlier runs"}
+
+
 def _description(command: str) -> str:
-    return f"qed {command}: {COMMANDS[command]}"
+    return f"qed {command}: {({**COMMANDS, **SUBCOMMANDS})[command]}"
 
 
 def _function_cli(fn: Callable, args: Sequence[str], command: str, as_positional: bool):
@@ -139,10 +145,37 @@ def export_main(args: Sequence[str]) -> None:
 
 
 def judge_main(args: Sequence[str]) -> None:
+    if args and args[0] == "bench":
+        from qed_lightning.judging.bench.run import judge_bench
+
+        bench_log = lambda kw: Path(kw["output_dir"]) / "bench.log"  # noqa: E731 (beside report.md)
+        _function_cli(_logged_to(judge_bench, bench_log), args[1:], "judge bench", as_positional=False)
+        return
     from qed_lightning.judging.grade_file import grade_file
 
     output_log = lambda kw: Path(kw["output"]).with_suffix(".log")  # noqa: E731 (verdicts.jsonl -> verdicts.log)
     _function_cli(_logged_to(grade_file, output_log), args, "judge", as_positional=False)
+
+
+def data_main(args: Sequence[str]) -> dict:
+    """``qed data <step>``: one function per step, its options from its signature."""
+    import importlib
+
+    from qed_lightning.data_pipeline import SUBCOMMANDS as STEPS
+
+    if not args or args[0] not in STEPS:
+        width = max(map(len, STEPS))
+        steps = "\n".join(f"  {name:<{width}}  {text}" for name, (_, _, text) in STEPS.items())
+        given = f"unknown step {args[0]!r}; " if args and args[0] not in ("-h", "--help") else ""
+        print(f"usage: qed data <step> [options]\n{given}steps:\n{steps}", file=sys.stderr if given else sys.stdout)
+        if given or not args:
+            raise SystemExit(2)
+        return {}
+    module, name, text = STEPS[args[0]]
+    SUBCOMMANDS.setdefault(f"data {args[0]}", text)
+    step_log = lambda kw: Path(kw["output_dir"]) / f"{args[0]}.log"  # noqa: E731 (beside summary.json)
+    fn = getattr(importlib.import_module(module), name)
+    return _function_cli(_logged_to(fn, step_log), args[1:], f"data {args[0]}", as_positional=False)
 
 
 def eval_command(args: Sequence[str]) -> dict:
@@ -191,7 +224,8 @@ def main(args: Sequence[str] | None = None) -> None:
     if command in LIGHTNING_COMMANDS or command in ("-c", "--config"):  # LightningCLI's own top-level --config
         run, rest = _lightning_main, argv
     elif command in COMMANDS:
-        run, rest = {"export": export_main, "judge": judge_main, "eval": eval_main}[command], argv[1:]
+        run, rest = {"export": export_main, "judge": judge_main, "eval": eval_main,
+                     "data": data_main}[command], argv[1:]
     else:
         _unknown(command)
     start(command if command in COMMANDS else "", lambda: run(rest), debug, verbose)

@@ -139,6 +139,10 @@ def evaluate(
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     spec = BENCHMARKS[benchmark] if benchmark in BENCHMARKS else None
+    if benchmark == "fineproofs_rl_test":  # a third-party dataset card says its problems are also in FineProofs-RL
+        log.warning("fineproofs_rl_test: a third-party dataset card says its 128 problems also appear in "
+                    "lm-provers/FineProofs-RL; the score is held-out only if the policy's training data was "
+                    "decontaminated against it (qed data decontaminate --against with fineproofs_rl_test)")
     kind = spec.kind if spec is not None else "proof"
     if kind == "proof" and judge is None:
         raise ValueError(f"benchmark {benchmark!r} grades proofs: set a judge (an LLMJudge with its prompt)")
