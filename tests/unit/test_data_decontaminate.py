@@ -125,3 +125,31 @@ def test_real_imo_proofbench_rows_planted_in_a_training_set_are_removed(tmp_path
     assert report["indexed"] == len(bench)
     assert sorted(p["benchmark_id"] for p in report["pairs"]) == sorted(r["Problem ID"] for r in picked)
     assert summary["kept"] == len(CLEAN)
+
+
+def test_output_folder_gets_a_dataset_card(tmp_path, monkeypatch):
+    """The card's metadata parses, names the data files as configs, and its counts and
+    columns are the run's; a credential in the environment never reaches it."""
+    import yaml
+
+    canary = "hf_CANARY_dataset_card_secret_123"
+    monkeypatch.setenv("HF_TOKEN", canary)
+    bench = _write(tmp_path / "bench.jsonl", [{"id": k, "problem": v} for k, v in BENCH.items()])
+    train = [{"id": f"c{i}", "problem": t, "extra": i} for i, t in enumerate(CLEAN)]
+    train += [{"id": name, "problem": t, "extra": -1} for name, t in PLANTED.items()]
+    decontaminate(_write(tmp_path / "train.jsonl", train), str(tmp_path / "out"),
+                  [Against("mine", bench, benchmark="custom")], id_column="id")
+    card = (tmp_path / "out" / "README.md").read_text()
+    _, front, body = card.split("---\n", 2)
+    meta = yaml.safe_load(front)
+    assert meta["configs"] == [{"config_name": "train", "data_files": "train.jsonl"}]
+    assert meta["size_categories"] == ["n<1K"] and "qed-data-decontaminate" in meta["tags"]
+    assert "| `train.jsonl` | 5 | `id`, `problem`, `extra` |" in body
+    assert "| kept | 5 |" in body and "contaminated 4" in body
+    # whatever a step's settings hold, a credential never reaches the card
+    from qed_lightning.hub.dataset_card import write_dataset_card
+
+    path = write_dataset_card(tmp_path / "out", {"command": "distill", "kept": 1, "settings": {
+        "api_key": "sk-literal-key-0042", "base_url": f"http://127.0.0.1:8000/{canary}/v1"}})
+    written = path.read_text()
+    assert canary not in written and "sk-literal-key-0042" not in written and "<redacted>" in written

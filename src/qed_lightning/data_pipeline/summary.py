@@ -56,6 +56,10 @@ class Summary:
                 "dropped": dict(sorted(self.dropped.items())), **self.extra}
 
     def write(self, output_dir: str | Path) -> Path:
+        """``summary.json`` and the folder's dataset card (``hub.dataset_card``)."""
+        from qed_lightning.hub.dataset_card import write_dataset_card
+
         path = write_json(Path(output_dir) / "summary.json", self.as_dict())
+        write_dataset_card(output_dir, self.as_dict())
         print(json.dumps(self.as_dict(), indent=1, ensure_ascii=False, sort_keys=True), flush=True)
         return path
