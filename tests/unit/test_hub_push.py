@@ -91,3 +91,30 @@ def test_an_unwritable_repo_is_one_clear_message_without_the_token(tmp_path, mon
     assert [c[0] for c in hub.calls] == ["create_repo", "create_repo", "upload_folder"]
     with pytest.raises(HubPushError, match="not a Hugging Face export"):
         push_export(tmp_path / "nothing", "someone/model")
+
+
+def test_qed_data_push_checks_the_token_first_and_uploads_the_folder_private(tmp_path, monkeypatch, hub):
+    """A ``qed data`` step with push_to_hub: no token -> an error naming HF_TOKEN before
+    anything is read or written; with one -> a private dataset repo, then the folder
+    (data, card, summary)."""
+    import json
+
+    from qed_lightning.data_pipeline.decontaminate import Against, decontaminate
+
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"id": "b1", "problem": "Prove that the square of an odd integer is odd."}) + "\n")
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"id": "t1", "problem": "Show that every prime above 3 is 1 or 5 mod 6."}) + "\n")
+    out = tmp_path / "out"
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(HubPushError, match="HF_TOKEN"):
+        decontaminate(str(train), str(out), [Against("mine", str(bench), benchmark="custom")], id_column="id",
+                      push_to_hub="someone/data")
+    assert not out.exists() and hub.calls == []
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    decontaminate(str(train), str(out), [Against("mine", str(bench), benchmark="custom")], id_column="id",
+                  push_to_hub="someone/data")
+    (create, token, repo, kw), (upload, _, _, files) = hub.calls
+    assert (create, token, repo) == ("create_repo", TOKEN, "someone/data")
+    assert kw["private"] is True and kw["repo_type"] == "dataset"
+    assert upload == "upload_folder" and {"README.md", "summary.json", "train.jsonl"} <= set(files)

@@ -28,6 +28,7 @@ from typing import Any
 
 from qed_lightning.data_pipeline.inputs import read_inputs
 from qed_lightning.data_pipeline.overlap import BenchmarkIndex
+from qed_lightning.data_pipeline.push import check_push
 from qed_lightning.data_pipeline.summary import Summary, write_json, write_jsonl
 
 __all__ = ["Against", "decontaminate"]
@@ -126,6 +127,7 @@ def decontaminate(
     min_ngram_overlap: float = 0.5,
     on_bad_row: str = "error",
     workers: int = 1,
+    push_to_hub: str | None = None,
 ) -> dict[str, Any]:
     """Checks every training problem against every benchmark; writes the filtered set and reports.
 
@@ -145,10 +147,14 @@ def decontaminate(
             benchmark has its own, ``Against.on_bad_row``).
         workers: Processes checking the training problems (forked; 1: none). The
             result does not depend on it.
+        push_to_hub: Upload the output folder (data files, card, summary) to this hub
+            dataset repo (``owner/name``; created private), the token from ``HF_TOKEN``
+            only, checked before any work.
 
     Returns:
         The summary (also in ``<output_dir>/summary.json``).
     """
+    check_push(push_to_hub)
     if not against:
         raise ValueError("decontaminate needs at least one benchmark in against")
     if unknown := sorted(set(sources or {}) - {a.name for a in against}):
@@ -203,5 +209,5 @@ def decontaminate(
     summary.extra.update(bad_rows_by_reason=dict(bad.counts), settings=settings,
                          matched_per_benchmark={n: report[n]["matched_train_rows"] for n in names},
                          seconds=round(time.perf_counter() - started, 3))
-    summary.write(out)
+    summary.write(out, push_to_hub=push_to_hub)
     return summary.as_dict()

@@ -32,6 +32,7 @@ from qed_lightning.data.bad_rows import BadRows
 from qed_lightning.data.judge_ready import problems_for_judge
 from qed_lightning.data_pipeline.inputs import InputRow, read_inputs
 from qed_lightning.data_pipeline.store import ResultStore
+from qed_lightning.data_pipeline.push import check_push
 from qed_lightning.data_pipeline.summary import Summary, write_jsonl
 from qed_lightning.judging.base import BaseJudge
 from qed_lightning.modules.rl_settings import EngineSettings
@@ -136,6 +137,7 @@ def difficulty(
     on_bad_row: str = "error",
     limit: int | None = None,
     progress: bool = True,
+    push_to_hub: str | None = None,
 ) -> dict[str, Any]:
     """Writes ``difficulty.jsonl`` (the input's columns + FineProofs-RL's reward columns)
     and ``summary.json`` in ``output_dir``.
@@ -160,7 +162,11 @@ def difficulty(
             the judge fills in is one.
         limit: Use only the first ``limit`` problems.
         progress: Show a progress bar.
+        push_to_hub: Upload the output folder (data files, card, summary) to this hub
+            dataset repo (``owner/name``; created private), the token from ``HF_TOKEN``
+            only, checked before any work.
     """
+    check_push(push_to_hub)
     from qed_lightning.engines.build import EngineContext, build_engine
     from qed_lightning.models import load_tokenizer, resolve_model_path
     from qed_lightning.rollouts.producer import RolloutProducer
@@ -196,5 +202,5 @@ def difficulty(
         write_outputs(rows, store, out, summary)
     summary.add("bad_rows", bad.total)
     summary.extra["bad_rows_by_reason"] = dict(bad.counts)
-    summary.write(out)
+    summary.write(out, push_to_hub=push_to_hub)
     return summary.as_dict()

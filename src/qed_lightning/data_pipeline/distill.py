@@ -33,6 +33,7 @@ from qed_lightning.data.judge_ready import problems_for_judge
 from qed_lightning.data_pipeline.inputs import InputRow, read_inputs
 from qed_lightning.data_pipeline.requests import CallSettings, run_requests
 from qed_lightning.data_pipeline.store import ResultStore
+from qed_lightning.data_pipeline.push import check_push
 from qed_lightning.data_pipeline.summary import Summary, write_jsonl
 from qed_lightning.data_pipeline.think import split_think
 from qed_lightning.judging.base import BaseJudge
@@ -123,6 +124,7 @@ def distill(
     calls: CallSettings = CallSettings(),
     on_bad_row: str = "error",
     limit: int | None = None,
+    push_to_hub: str | None = None,
 ) -> dict[str, Any]:
     """Distils teacher proofs; writes ``all.jsonl``, ``default.jsonl`` and ``summary.json``.
 
@@ -153,10 +155,14 @@ def distill(
         calls: Request chunking and concurrency (see ``CallSettings``).
         on_bad_row: ``error`` or ``skip`` (count) bad input rows.
         limit: Use only the first ``limit`` problems.
+        push_to_hub: Upload the output folder (data files, card, summary) to this hub
+            dataset repo (``owner/name``; created private), the token from ``HF_TOKEN``
+            only, checked before any work.
 
     Returns:
         The summary (also in ``<output_dir>/summary.json``).
     """
+    check_push(push_to_hub)
     if keep not in KEEP_RULES:
         raise ValueError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
     if samples_per_problem < 1:
@@ -224,5 +230,5 @@ def distill(
     summary.add("problems_without_sample", len(rows) - len(by_problem))
     summary.add("bad_rows", bad.total)
     summary.extra["bad_rows_by_reason"] = dict(bad.counts)
-    summary.write(out)
+    summary.write(out, push_to_hub=push_to_hub)
     return summary.as_dict()

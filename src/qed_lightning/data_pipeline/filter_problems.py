@@ -21,6 +21,7 @@ from qed_lightning.data_pipeline.inputs import InputRow, read_inputs
 from qed_lightning.data_pipeline.prompts import FILTER_PROMPT, fill
 from qed_lightning.data_pipeline.requests import CallSettings, run_requests
 from qed_lightning.data_pipeline.store import ResultStore
+from qed_lightning.data_pipeline.push import check_push
 from qed_lightning.data_pipeline.summary import Summary, write_jsonl
 from qed_lightning.judging.client import CompletionClient, JudgeRequest
 
@@ -52,6 +53,7 @@ def filter_problems(
     calls: CallSettings = CallSettings(),
     on_bad_row: str = "error",
     limit: int | None = None,
+    push_to_hub: str | None = None,
 ) -> dict[str, Any]:
     """Classifies every problem; writes ``kept.jsonl``, ``dropped.jsonl`` and ``summary.json``.
 
@@ -68,7 +70,11 @@ def filter_problems(
         calls: Request chunking and concurrency (see ``CallSettings``).
         on_bad_row: ``error`` or ``skip`` (count) bad input rows.
         limit: Use only the first ``limit`` problems.
+        push_to_hub: Upload the output folder (data files, card, summary) to this hub
+            dataset repo (``owner/name``; created private), the token from ``HF_TOKEN``
+            only, checked before any work.
     """
+    check_push(push_to_hub)
     template = Path(prompt_file).read_text(encoding="utf-8") if prompt_file else FILTER_PROMPT
     if "{problem}" not in template:
         raise ValueError(f"the filter prompt ({prompt_file or 'built-in'}) needs {{problem}}")
@@ -109,5 +115,5 @@ def filter_problems(
     summary.add("dropped_rows", write_jsonl(out / "dropped.jsonl", dropped))
     summary.add("bad_rows", bad.total)
     summary.extra["bad_rows_by_reason"] = dict(bad.counts)
-    summary.write(out)
+    summary.write(out, push_to_hub=push_to_hub)
     return summary.as_dict()

@@ -23,6 +23,7 @@ from qed_lightning.data_pipeline.prompts import RUBRIC_PROMPT, fill
 from qed_lightning.data_pipeline.requests import CallSettings, run_requests
 from qed_lightning.data_pipeline.rubric_check import check_rubric, clean_rubric
 from qed_lightning.data_pipeline.store import ResultStore
+from qed_lightning.data_pipeline.push import check_push
 from qed_lightning.data_pipeline.summary import Summary, write_jsonl
 from qed_lightning.judging.client import CompletionClient, JudgeRequest
 
@@ -60,6 +61,7 @@ def rubrics(
     calls: CallSettings = CallSettings(),
     on_bad_row: str = "error",
     limit: int | None = None,
+    push_to_hub: str | None = None,
 ) -> dict[str, Any]:
     """Writes ``rubrics.jsonl`` and ``summary.json`` in ``output_dir``.
 
@@ -76,7 +78,11 @@ def rubrics(
         calls: Request chunking and concurrency (see ``CallSettings``).
         on_bad_row: ``error`` or ``skip`` (count) bad input rows.
         limit: Use only the first ``limit`` problems.
+        push_to_hub: Upload the output folder (data files, card, summary) to this hub
+            dataset repo (``owner/name``; created private), the token from ``HF_TOKEN``
+            only, checked before any work.
     """
+    check_push(push_to_hub)
     if on_invalid not in INVALID_POLICIES:
         raise ValueError(f"on_invalid must be one of {INVALID_POLICIES}, got {on_invalid!r}")
     if max_attempts < 1:
@@ -126,5 +132,5 @@ def rubrics(
     summary.add("kept", write_jsonl(out / "rubrics.jsonl", written))
     summary.add("bad_rows", bad.total)
     summary.extra["bad_rows_by_reason"] = dict(bad.counts)
-    summary.write(out)
+    summary.write(out, push_to_hub=push_to_hub)
     return summary.as_dict()

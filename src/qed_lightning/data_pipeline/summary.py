@@ -55,11 +55,14 @@ class Summary:
         return {"command": self.command, **dict(sorted(self.counts.items())),
                 "dropped": dict(sorted(self.dropped.items())), **self.extra}
 
-    def write(self, output_dir: str | Path) -> Path:
-        """``summary.json`` and the folder's dataset card (``hub.dataset_card``)."""
+    def write(self, output_dir: str | Path, push_to_hub: str | None = None) -> Path:
+        """``summary.json`` and the folder's dataset card (``hub.dataset_card``); then the
+        folder's upload to the dataset repo ``push_to_hub`` when set."""
+        from qed_lightning.data_pipeline.push import push_output
         from qed_lightning.hub.dataset_card import write_dataset_card
 
         path = write_json(Path(output_dir) / "summary.json", self.as_dict())
         write_dataset_card(output_dir, self.as_dict())
+        push_output(output_dir, push_to_hub)
         print(json.dumps(self.as_dict(), indent=1, ensure_ascii=False, sort_keys=True), flush=True)
         return path

@@ -16,7 +16,7 @@ from typing import Mapping
 from qed_lightning.errors import QedUserError
 from qed_lightning.hub.redact import scrub
 
-__all__ = ["HubPushError", "TOKEN_ENV", "check_repo_id", "hub_token", "prepare_repo", "push_export"]
+__all__ = ["HubPushError", "TOKEN_ENV", "check_repo_id", "hub_token", "prepare_repo", "push_dataset", "push_export"]
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "HF_TOKEN"
@@ -68,13 +68,13 @@ def _refused(repo_id: str, action: str, err: Exception) -> HubPushError:
     return HubPushError(scrub(f"push_to_hub: could not {action} {repo_id!r}: {why}"))
 
 
-def prepare_repo(repo_id: str, private: bool = True, token: str | None = None) -> str:
+def prepare_repo(repo_id: str, private: bool = True, token: str | None = None, repo_type: str = "model") -> str:
     """Create ``repo_id`` if missing (``private``), before the work whose result it will
     hold; returns its URL. An existing repo is kept as it is."""
     token = token or hub_token()
     check_repo_id(repo_id)
     try:
-        url = _api(token).create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        url = _api(token).create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
     except Exception as err:  # noqa: BLE001 (every failure becomes one message naming the repo)
         raise _refused(repo_id, "create", err) from err
     return str(url)
@@ -107,4 +107,21 @@ def push_export(export_dir: str | Path, repo_id: str, private: bool = True, comm
         raise _refused(repo_id, "upload to", err) from err
     url = str(getattr(commit, "commit_url", None) or commit)
     log.info("pushed %s to the hub: %s", export_dir.name, url)
+    return url
+
+
+def push_dataset(folder: str | Path, repo_id: str, private: bool = True, token: str | None = None) -> str:
+    """Upload a ``qed data`` output folder (data files, dataset card, summary) to the
+    dataset repo ``repo_id``; the call store (``requests.jsonl``) stays local. Returns
+    the commit's URL."""
+    token = token or hub_token()
+    prepare_repo(repo_id, private=private, token=token, repo_type="dataset")
+    try:
+        commit = _api(token).upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="dataset",
+                                           commit_message=f"Upload {Path(folder).name} with qed-lightning",
+                                           ignore_patterns=["requests.jsonl", "*.tmp", "*.log"])
+    except Exception as err:  # noqa: BLE001
+        raise _refused(repo_id, "upload to", err) from err
+    url = str(getattr(commit, "commit_url", None) or commit)
+    log.info("pushed %s to the hub: %s", Path(folder).name, url)
     return url
