@@ -19,8 +19,18 @@ fixed service time, so what is measured is the judge stack around the model:
   concurrency 1, the ideal min(c, limit)/service time, verdict latency p50/p95 and the
   server's peak of requests in flight. Settings run in ABC CBA order over ``--rounds``.
 
-Run: ``.venv/bin/python bench/judge.py`` (about a minute); ``--quick`` for a smoke run.
-Writes ``<out>/judge.md`` and ``<out>/judge.json``. See bench/README.md.
+* Part c (``qed judge bench`` overhead): the bench command (``judge_bench``: data loading,
+  checks, verdict files, token metering, metrics, bootstrap, report) against a bare loop of
+  the ``LLMJudge.grade`` calls it makes, on the same distinct proofs, alternating (ABBA);
+  its own overhead = its wall time minus the time inside ``grade``, over that time.
+* Part d (ensemble cost): per proof, grader tokens, requests and wall time of one
+  member, of ``JudgeEnsemble`` k = 3 samples of it, and of an ensemble of two different
+  members, from the server's usage counts.
+
+Run: ``.venv/bin/python bench/judge.py`` (about two minutes); ``--quick`` for a smoke run;
+``--parts c d`` for the bench parts only. Writes ``<out>/judge.md`` and ``<out>/judge.json``
+(parts a, b) and ``<out>/judge_bench.md`` and ``<out>/judge_bench.json`` (parts c, d).
+See bench/README.md.
 """
 from __future__ import annotations
 
@@ -45,6 +55,8 @@ from qed_lightning.contracts import GradingItem, Problem  # noqa: E402
 from qed_lightning.judging import JudgeRequest, LLMJudge, load_template  # noqa: E402
 from qed_lightning.judging.fault_server_handle import FaultServer  # noqa: E402
 from qed_lightning.judging.openai_client import OpenAICompatibleClient  # noqa: E402
+from qed_lightning.judging.bench import JudgeEnsemble  # noqa: E402
+from qed_lightning.judging.bench.run import judge_bench  # noqa: E402
 
 MODEL = "bench-judge"
 PROBLEM = Problem("bench-even-sum", "Prove that the sum of two even integers is even.",
@@ -265,6 +277,119 @@ def report(res: dict, command: str) -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------- part c
+
+
+def bench_rows(first: int, n: int, path: Path) -> list[GradingItem]:
+    """``n`` distinct human-graded proofs (8 per problem) as a bench JSONL, and the same as items."""
+    rows = [{"id": f"b{i}", "problem_id": f"q{i // 8}", "problem": PROBLEM.statement, "rubric": PROBLEM.rubric,
+             "proof": proof(i), "human_score": i % 8} for i in range(first, first + n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [GradingItem(PROBLEM, r["proof"]) for r in rows]
+
+
+def bench_overhead(service_time: float, limit: int, n: int, batch: int, rounds: int, tmp: Path) -> dict:
+    ids = iter(range(0, 10**9, n))
+    out: dict[str, list[dict]] = {"bare": [], "bench": []}
+    with FaultServer(idle_timeout_s=120, service_time_s=service_time, max_concurrency=limit) as server:
+        judge = LLMJudge(new_client(server.base_url, 64), answer_mode="whole")
+        judge.grade(bench_rows(next(ids), 64, tmp / "warm.jsonl"))  # connections and threads up first
+        for r in range(2 * rounds):
+            for variant in ("bare", "bench") if r % 2 == 0 else ("bench", "bare"):
+                data = tmp / f"{variant}{r}.jsonl"
+                items = bench_rows(next(ids), n, data)
+                t0 = time.perf_counter()
+                if variant == "bare":
+                    for start in range(0, n, batch):
+                        judge.grade(items[start:start + batch])
+                    out["bare"].append({"wall_s": time.perf_counter() - t0})
+                else:
+                    summary = judge_bench({"j": judge}, str(data), str(tmp / f"out{r}"), batch_size=batch,
+                                          plots=False, n_boot=1000)
+                    wall = time.perf_counter() - t0
+                    out["bench"].append({"wall_s": wall, "grade_s": summary["timing"]["grade_s"]})
+        t0 = time.perf_counter()
+        data = tmp / "plots.jsonl"
+        bench_rows(next(ids), n, data)
+        summary = judge_bench({"j": judge}, str(data), str(tmp / "plots"), batch_size=batch, plots=True)
+        plots_wall = time.perf_counter() - t0
+        judge.client.close()
+    bare = sum(x["wall_s"] for x in out["bare"]) / len(out["bare"])
+    wall = sum(x["wall_s"] for x in out["bench"]) / len(out["bench"])
+    grade = sum(x["grade_s"] for x in out["bench"]) / len(out["bench"])
+    return {"service_time_s": service_time, "server_limit": limit, "proofs": n, "batch_size": batch,
+            "rounds": rounds, "runs": out, "bare_wall_s": bare, "bench_wall_s": wall, "bench_grade_s": grade,
+            "own_overhead": (wall - grade) / grade, "over_bare_loop": (wall - bare) / bare,
+            "own_s_per_proof_ms": (wall - grade) / n * 1e3,
+            "with_plots_wall_s": plots_wall, "with_plots_grade_s": summary["timing"]["grade_s"]}
+
+
+# --------------------------------------------------------------------- part d
+
+
+def ensemble_cost(service_time: float, limit: int, n: int, tmp: Path) -> dict:
+    rows = {}
+    with FaultServer(idle_timeout_s=120, service_time_s=service_time, max_concurrency=limit) as server:
+        def member(template: str = "rl_strict") -> LLMJudge:
+            return LLMJudge(new_client(server.base_url, 64), template=template, answer_mode="whole")
+
+        configs = {"one member": member(),
+                   "k=3 samples of it (mean)": JudgeEnsemble([member()], samples=3, combine="mean"),
+                   "two members (two clients)": JudgeEnsemble([member(), member()])}
+        for i, (name, judge) in enumerate(configs.items()):
+            data = tmp / f"ens{i}.jsonl"
+            bench_rows(10**6 * (i + 1), n, data)
+            server.reset_stats()
+            summary = judge_bench({"j": judge}, str(data), str(tmp / f"ens{i}"), batch_size=n, plots=False,
+                                  n_boot=200)
+            j = summary["judges"]["j"]
+            rows[name] = {"tokens_per_proof": j["metrics"]["tokens_mean"], "requests_per_proof":
+                          server.stats()["requests"] / n, "wall_s_per_proof": j["wall_s_per_proof"]}
+    return {"service_time_s": service_time, "server_limit": limit, "proofs": n, "rows": rows}
+
+
+def bench_report(res: dict, command: str) -> str:
+    m, c, d = res["machine"], res["overhead"], res["ensemble"]
+    runs = " / ".join(f"{x['wall_s']:.2f}" for x in c["runs"]["bench"])
+    bare = " / ".join(f"{x['wall_s']:.2f}" for x in c["runs"]["bare"])
+    out = ["# `qed judge bench`: overhead and ensemble cost (CPU, loopback fault server)", "",
+           f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; load average before "
+           f"{m['loadavg_before']}, after {m['loadavg_after']}; {m['date']}; script runtime {res['runtime_s']:.0f} s. "
+           "The fault server shares the cores; shared, noisy machine.", f"Command: `{command}`", "",
+           "## c. The bench command's own overhead over its grading calls", "",
+           f"{c['proofs']} distinct proofs ({c['proofs'] // 8} problems), batch {c['batch_size']}, server service "
+           f"time {c['service_time_s'] * 1e3:g} ms, {c['server_limit']} requests at a time, client concurrency 64; "
+           f"{2 * c['rounds']} runs of each variant in ABBA order, plots off (n_boot 1000).", "",
+           *table(["variant", "mean wall (s)", "runs (s)"],
+                  [["bare `LLMJudge.grade` loop", f"{c['bare_wall_s']:.3f}", bare],
+                   ["`judge_bench` (whole command)", f"{c['bench_wall_s']:.3f}", runs],
+                   ["  of which inside `grade`", f"{c['bench_grade_s']:.3f}", ""]]),
+           f"Own overhead (wall - time in grade) / time in grade: **{c['own_overhead']:.2%}** "
+           f"({'under' if c['own_overhead'] < 0.02 else 'NOT under'} the 2% goal), "
+           f"{c['own_s_per_proof_ms']:.2f} ms per proof; against the bare loop: {c['over_bare_loop']:+.2%}. "
+           f"With the PNGs (matplotlib import and two figures) one run took {c['with_plots_wall_s']:.2f} s for "
+           f"{c['with_plots_grade_s']:.2f} s of grading "
+           f"({(c['with_plots_wall_s'] - c['with_plots_grade_s']) / c['with_plots_grade_s']:.1%} over it): a fixed "
+           "cost of about a second, small against a real grader's minutes of grading, large against this toy "
+           "server's.", "",
+           "## d. Ensemble cost per proof", "",
+           f"{d['proofs']} proofs in one batch, service time {d['service_time_s'] * 1e3:g} ms, "
+           f"{d['server_limit']} requests at a time. Tokens are the server's usage counts (characters / 4 of the "
+           "reply), so they are exact sums here; with a real grader each sample's length varies.", "",
+           *table(["judge", "grader tokens / proof", "requests / proof", "wall s / proof"],
+                  [[name, f"{r['tokens_per_proof']:.1f}", f"{r['requests_per_proof']:.1f}",
+                    f"{r['wall_s_per_proof']:.4f}"] for name, r in d["rows"].items()])]
+    rows = list(d["rows"].values())
+    out += [f"Reading: k = 3 samples cost {rows[1]['tokens_per_proof'] / rows[0]['tokens_per_proof']:.2f}x the "
+            f"tokens and {rows[1]['wall_s_per_proof'] / rows[0]['wall_s_per_proof']:.2f}x the wall time of one "
+            f"member (the k copies go out in one batch, but {d['proofs']} x 3 requests queue behind the server's "
+            f"{d['server_limit']} at a time; below its limit they would overlap); two members "
+            f"cost {rows[2]['tokens_per_proof'] / rows[0]['tokens_per_proof']:.2f}x the tokens and "
+            f"{rows[2]['wall_s_per_proof'] / rows[0]['wall_s_per_proof']:.2f}x the wall time (members grade one "
+            "after the other).", ""]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64], help="client max_concurrency settings")
@@ -277,32 +402,57 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overhead-requests", type=int, default=1600, help="part a requests per variant at service 0 "
                    "(an eighth of it with --overhead-service-time)")
     p.add_argument("--overhead-service-time", type=float, default=0.02, help="part a second server's service time (s)")
+    p.add_argument("--parts", nargs="+", default=["a", "b", "c", "d"], choices=["a", "b", "c", "d"])
+    p.add_argument("--bench-proofs", type=int, default=512, help="part c proofs per run")
+    p.add_argument("--bench-rounds", type=int, default=1, help="part c rounds (each runs both variants, ABBA)")
+    p.add_argument("--bench-service-time", type=float, default=3.0,
+                   help="part c/d server service time (s); with 64 at a time, 47 ms of wall per proof")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.overhead_requests, args.rounds = 0.3, 80, 1
+        args.bench_proofs, args.bench_rounds, args.bench_service_time = 64, 1, 0.02
     if args.requests is not None and len(args.requests) not in (1, len(args.concurrency)):
         p.error("--requests takes one value or one per --concurrency setting")
     sizes = {c: math.ceil(args.seconds * min(c, args.server_limit) / args.service_time) for c in args.concurrency}
     if args.requests is not None:
         sizes = dict(zip(args.concurrency, args.requests * len(args.concurrency) if len(args.requests) == 1
                          else args.requests))
-    start = time.perf_counter()
-    res: dict = {"machine": machine_info(), "overhead": []}
-    slow_n = max(20, args.overhead_requests // 8)  # each one costs the service time in wall time
-    for service, n in ((0.0, args.overhead_requests), (args.overhead_service_time, slow_n)):
-        print(f"part a: service time {service:g} s, {n} requests per variant", flush=True)
-        res["overhead"].append(overhead(service, n, max(1, min(20, n // 10))))
-    print(f"part b: items per concurrency {sizes}", flush=True)
-    res["throughput"] = throughput(args.service_time, args.server_limit, args.concurrency, sizes, args.rounds)
-    res["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    res["runtime_s"] = time.perf_counter() - start
+    command = " ".join(["python bench/judge.py", *(sys.argv[1:] if argv is None else argv)])
     args.out.mkdir(parents=True, exist_ok=True)
-    text = report(res, " ".join(["python bench/judge.py", *(sys.argv[1:] if argv is None else argv)]))
-    (args.out / "judge.md").write_text(text)
-    (args.out / "judge.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(text)
+    if {"a", "b"} & set(args.parts):
+        start = time.perf_counter()
+        res: dict = {"machine": machine_info(), "overhead": []}
+        slow_n = max(20, args.overhead_requests // 8)  # each one costs the service time in wall time
+        for service, n in ((0.0, args.overhead_requests), (args.overhead_service_time, slow_n)):
+            print(f"part a: service time {service:g} s, {n} requests per variant", flush=True)
+            res["overhead"].append(overhead(service, n, max(1, min(20, n // 10))))
+        print(f"part b: items per concurrency {sizes}", flush=True)
+        res["throughput"] = throughput(args.service_time, args.server_limit, args.concurrency, sizes, args.rounds)
+        res["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        res["runtime_s"] = time.perf_counter() - start
+        text = report(res, command)
+        (args.out / "judge.md").write_text(text)
+        (args.out / "judge.json").write_text(json.dumps(res, indent=2) + "\n")
+        print(text)
+    if {"c", "d"} & set(args.parts):
+        import tempfile
+
+        start = time.perf_counter()
+        res = {"machine": machine_info()}
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"part c: {args.bench_proofs} proofs, {args.bench_rounds} ABBA rounds", flush=True)
+            res["overhead"] = bench_overhead(args.bench_service_time, 64, args.bench_proofs, 64, args.bench_rounds,
+                                             Path(tmp))
+            print("part d: ensemble cost", flush=True)
+            res["ensemble"] = ensemble_cost(args.bench_service_time, 64, 64, Path(tmp))
+        res["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        res["runtime_s"] = time.perf_counter() - start
+        text = bench_report(res, command)
+        (args.out / "judge_bench.md").write_text(text)
+        (args.out / "judge_bench.json").write_text(json.dumps(res, indent=2) + "\n")
+        print(text)
     return 0
 
 
