@@ -163,6 +163,8 @@ def test_the_paper_config_builds_the_papers_grader_with_and_without_reference(mo
     parser.add_argument("--judges", type=dict[str, BaseJudge])
     cfg = yaml.safe_load((REPO / "configs/judge/bench_paper.yaml").read_text())
     assert cfg["layout"] == "gradingbench" and cfg["failures"] == "zero"
+    for judge in cfg["judges"].values():  # the config's cache is relative to the working directory: not the repo's
+        judge["init_args"]["cache_dir"] = str(tmp_path / "judge_cache")
     judges = parser.instantiate(parser.parse_object({"judges": cfg["judges"]})).judges
     without, with_ref = judges.values()
     for judge in judges.values():
