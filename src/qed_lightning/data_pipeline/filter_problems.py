@@ -18,12 +18,13 @@ from typing import Any
 
 from qed_lightning.data_pipeline.classify import KeepRule, parse_flags
 from qed_lightning.data_pipeline.inputs import InputRow, read_inputs
-from qed_lightning.data_pipeline.prompts import FILTER_PROMPT, fill
+from qed_lightning.data_pipeline.prompts import FILTER_PROMPT
 from qed_lightning.data_pipeline.requests import CallSettings, run_requests
 from qed_lightning.data_pipeline.store import ResultStore
 from qed_lightning.data_pipeline.push import check_push
 from qed_lightning.data_pipeline.summary import Summary, write_jsonl
 from qed_lightning.judging.client import CompletionClient, JudgeRequest
+from qed_lightning.placeholders import fill, load_template
 
 __all__ = ["filter_problems"]
 
@@ -75,9 +76,7 @@ def filter_problems(
             only, checked before any work.
     """
     check_push(push_to_hub)
-    template = Path(prompt_file).read_text(encoding="utf-8") if prompt_file else FILTER_PROMPT
-    if "{problem}" not in template:
-        raise ValueError(f"the filter prompt ({prompt_file or 'built-in'}) needs {{problem}}")
+    template = load_template(prompt_file, FILTER_PROMPT, ('problem',), "filter")
     out = Path(output_dir)
     rows, bad = read_inputs(input, {"problem": problem_column, "solution": solution_column},
                             required=("problem", "solution"), id_column=id_column, config_name=config_name,

@@ -1,12 +1,10 @@
 """The prompts of ``qed data rubrics`` and ``qed data filter``, in this project's own
 words (the roles and rules follow the released QED-Nano pipeline; see the README's
-"Building datasets"). Placeholders are filled in one pass (``fill``), never with
+"Building datasets"). Placeholders are filled in one pass (``placeholders.fill``), never with
 ``str.format``: problems and proofs are full of braces."""
 from __future__ import annotations
 
-import re
-
-__all__ = ["FILTER_PROMPT", "RUBRIC_PROMPT", "fill"]
+__all__ = ["FILTER_PROMPT", "RUBRIC_PROMPT"]
 
 RUBRIC_PROMPT = """You are preparing the marking scheme an olympiad coordinator will use to grade \
 contestants' proofs of the problem below. The official solution is correct and is your reference.
@@ -62,10 +60,3 @@ IMO problems).
 - "disagreement": true if the comments dispute the solution.
 - "computational": true if the main difficulty is computing a number or expression rather \
 than proving a statement."""
-
-_PLACEHOLDER = re.compile(r"\{(problem|solution|comments)\}")
-
-
-def fill(template: str, **values: str) -> str:
-    """Replaces each ``{name}`` of ``values`` in one pass (text inside the values is never re-read)."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from qed_lightning.data_pipeline.inputs import read_inputs
-from qed_lightning.data_pipeline.prompts import RUBRIC_PROMPT, fill
+from qed_lightning.data_pipeline.prompts import RUBRIC_PROMPT
 from qed_lightning.data_pipeline.requests import CallSettings, run_requests
 from qed_lightning.data_pipeline.rubric_check import check_rubric, clean_rubric
 from qed_lightning.data_pipeline.store import ResultStore
 from qed_lightning.data_pipeline.push import check_push
 from qed_lightning.data_pipeline.summary import Summary, write_jsonl
 from qed_lightning.judging.client import CompletionClient, JudgeRequest
+from qed_lightning.placeholders import fill, load_template
 
 __all__ = ["INVALID_POLICIES", "rubrics"]
 
@@ -87,9 +88,7 @@ def rubrics(
         raise ValueError(f"on_invalid must be one of {INVALID_POLICIES}, got {on_invalid!r}")
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
-    template = Path(prompt_file).read_text(encoding="utf-8") if prompt_file else RUBRIC_PROMPT
-    if "{problem}" not in template or "{solution}" not in template:
-        raise ValueError(f"the rubric prompt ({prompt_file or 'built-in'}) needs {{problem}} and {{solution}}")
+    template = load_template(prompt_file, RUBRIC_PROMPT, ('problem', 'solution'), "rubric")
     out = Path(output_dir)
     rows, bad = read_inputs(input, {"problem": problem_column, "solution": solution_column},
                             required=("problem", "solution"), id_column=id_column, config_name=config_name,

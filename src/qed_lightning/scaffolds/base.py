@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generator, Sequence
 
 from qed_lightning.contracts import GradingItem, Problem, Verdict
 from qed_lightning.judging.answer import extract_answer
+from qed_lightning.placeholders import fill
 
 __all__ = ["Call", "JudgeStage", "ProblemContext", "Reply", "SCAFFOLDS", "Scaffold", "ScaffoldResult", "Stage",
            "register_scaffold", "UNUSABLE_CANDIDATES"]
@@ -206,13 +206,3 @@ def answer_of(text: str, answer_mode: str) -> str:
     """The part of a generation a later stage sees (``Reply.answer``): after the last
     ``</think>``, self-evaluation kept (a scaffold may read it)."""
     return extract_answer(text, mode=answer_mode, strip_self_eval=False).text
-
-
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
-
-
-def fill(template: str, **values: str) -> str:
-    """``template`` with each ``{name}`` of ``values`` replaced in one pass: the values
-    go in verbatim (proofs hold braces, which ``str.format`` breaks on, and a proof
-    that happens to contain ``{problem}`` is never expanded)."""
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), template)
