@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 from qed_lightning.scaffolds.base import (Call, ProblemContext, Reply, Scaffold, ScaffoldResult, Solve, Stage, fill,
                                           register_scaffold)
+from qed_lightning.scaffolds.knockout import FIRST, SECOND, TIE, knockout
 from qed_lightning.scaffolds.verdicts import parse_keep_ids, parse_score, parse_tag
 
 __all__ = ["Nomos", "filter_candidates", "parse_grade", "parse_pair_verdict"]
@@ -248,25 +249,15 @@ class Nomos(Scaffold):
                 pool = [pool[i - 1] for i in ids]
         detail["consolidated"] = [c.index for c in pool]
 
-        level = 0
-        while len(pool) > 1:
-            rng = ctx.rng(f"round{level}")
-            rng.shuffle(pool)  # which proof is shown first is random: no position wins by default
-            pairs = [(pool[i], pool[i + 1]) for i in range(0, len(pool) - 1, 2)]
-            calls = [Call.of(fill(PAIR_USER, problem=ctx.statement, first=a.shown, second=b.shown)) for a, b in pairs]
-            verdicts = yield Stage(f"round{level}", calls)
-            winners = []
-            for (a, b), v in zip(pairs, verdicts):
-                verdict = parse_pair_verdict(v.answer, [a.shown, b.shown]) if v.error is None else None
-                if verdict is None or verdict == "tie":
-                    detail["unparsed" if verdict is None else "ties"] += 1
-                    verdict = rng.choice(["1", "2"])
-                winners.append(a if verdict == "1" else b)
-            if len(pool) % 2:
-                winners.append(pool[-1])  # the odd one out goes through
-            pool, level = winners, level + 1
-        detail["winner"] = pool[0].index
-        return ScaffoldResult(pool[0].reply, "consolidation and pairwise knockout", detail)
+        def compare(a: Candidate, b: Candidate) -> Call:
+            return Call.of(fill(PAIR_USER, problem=ctx.statement, first=a.shown, second=b.shown))
+
+        def read(reply: Reply, a: Candidate, b: Candidate) -> str | None:
+            return {"1": FIRST, "2": SECOND, "tie": TIE}.get(parse_pair_verdict(reply.answer, [a.shown, b.shown]))
+
+        winner = yield from knockout(ctx, pool, "round", compare, read, detail)
+        detail["winner"] = winner.index
+        return ScaffoldResult(winner.reply, "consolidation and pairwise knockout", detail)
 
     @staticmethod
     def _submissions(pool: list[Candidate]) -> str:

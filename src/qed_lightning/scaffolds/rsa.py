@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from qed_lightning.scaffolds.base import (Call, ProblemContext, Reply, Scaffold, ScaffoldResult, Solve, Stage, fill,
                                           register_scaffold)
+from qed_lightning.scaffolds.knockout import FIRST, SECOND, TIE, knockout
 from qed_lightning.scaffolds.verdicts import parse_choice
 
 __all__ = ["RSA", "merge_groups"]
@@ -126,25 +127,17 @@ class RSA(Scaffold):
             return ScaffoldResult(None, "no usable proof in the population", detail)
         if self.select == "first" or len(pool) == 1:
             return ScaffoldResult(pool[0], "first usable proof", detail)
-        level = 0
-        while len(pool) > 1:
-            rng = ctx.rng(f"select{level}")
-            rng.shuffle(pool)  # which proof is shown first is random: no position wins by default
-            pairs = [(pool[i], pool[i + 1]) for i in range(0, len(pool) - 1, 2)]
-            calls = [Call.of(fill(SELECT_USER, problem=ctx.statement, candidates=show([a.answer, b.answer])),
-                             system=SELECT_SYSTEM) for a, b in pairs]
-            verdicts = yield Stage(f"select{level}", calls)
-            winners = []
-            for (a, b), v in zip(pairs, verdicts):
-                choice = parse_choice(v.answer, ["A", "B"], shown=[a.answer, b.answer]) if v.error is None else None
-                if choice is None or choice == "equal":
-                    detail["unparsed" if choice is None else "ties"] += 1
-                    choice = rng.choice(["A", "B"])
-                winners.append(a if choice == "A" else b)
-            if len(pool) % 2:
-                winners.append(pool[-1])  # the odd one out goes through
-            pool, level = winners, level + 1
-        return ScaffoldResult(pool[0], "pairwise knockout", detail)
+
+        def compare(a: Reply, b: Reply) -> Call:
+            return Call.of(fill(SELECT_USER, problem=ctx.statement, candidates=show([a.answer, b.answer])),
+                           system=SELECT_SYSTEM)
+
+        def read(reply: Reply, a: Reply, b: Reply) -> str | None:
+            choice = parse_choice(reply.answer, ["A", "B"], shown=[a.answer, b.answer])
+            return {"A": FIRST, "B": SECOND, "equal": TIE}.get(choice)
+
+        winner = yield from knockout(ctx, pool, "select", compare, read, detail)
+        return ScaffoldResult(winner, "pairwise knockout", detail)
 
     def _usable(self, replies: list[Reply], detail: dict) -> list[Reply]:
         keep = self.candidates(replies)
