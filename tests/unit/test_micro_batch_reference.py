@@ -98,12 +98,12 @@ def module_step(module, batch, adv, keep, budget):
     total, clipped, tokens, gaps = 0.0, 0.0, 0.0, []
     micro = pack_rollouts(batch, adv, keep, budget, pad_id=0)
     for mb in micro:
-        loss, metrics, gap = module._micro_loss(mb, norms)
+        loss, metrics, diff = module._micro_loss(mb, norms)  # diff: trainer - engine log-probs, [M]
         loss.backward()
         total += float(loss.detach())
         clipped += float(metrics["clip_count"])
         tokens += float(metrics["token_count"])
-        gaps.append(gap)
+        gaps.append(diff.abs())
     grads = {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.grad is not None}
     return total, grads, clipped, tokens, torch.cat(gaps), len(micro)
 

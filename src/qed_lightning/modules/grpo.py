@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegistry, RNGState
 from qed_lightning.contracts import SamplingSettings
@@ -30,7 +31,10 @@ from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
 from qed_lightning.modules.collective_steps import (backward_sync, check_step_strategy, clip_grad_norm,
                                                     micro_batch_count, push_from_rank_zero, same_keys_on_every_rank,
                                                     zero_loss)
+from qed_lightning.modules.lag_settings import check_background_judge, check_lag_settings, problems_ahead
+from qed_lightning.modules.lagged_rollouts import LaggedRollouts
 from qed_lightning.modules.preemptible_rollouts import step_rollouts
+from qed_lightning.modules.rank_failures import agree_on_failure
 from qed_lightning.modules.rl_metrics import step_metrics
 from qed_lightning.modules.sharding import RootForward, shard_model
 from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
@@ -38,6 +42,7 @@ from qed_lightning.optim import build_optimizer, build_scheduler
 from qed_lightning.precision_guard import check_update_resolution
 from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, ReasoningCacheSettings
 from qed_lightning.rollouts.datamodule import ProblemBatch
+from qed_lightning.rollouts.lagged import lag_metrics
 from qed_lightning.rollouts.microbatch import pack_rollouts
 from qed_lightning.rollouts.pending import PendingRollouts
 from qed_lightning.rollouts.producer import RolloutProducer
@@ -78,6 +83,9 @@ class GRPOModule(pl.LightningModule):
             PPO ratio itself corrects the engine/trainer mismatch) or ``tis`` (old log-probs
             are the trainer's, detached, and each token's advantage is weighted by the
             truncated importance weight min(pi_trainer / pi_engine, ``tis_cap``)). Never both.
+            None: ``ratio`` on-policy, ``tis`` with ``max_lag`` > 0 (with one optimizer step
+            per batch the trainer's weights are the proximal policy: AReaL's decoupled
+            objective, which corrects staleness and engine mismatch together).
         tis_cap: Cap of the truncated importance weight.
         micro_batch_tokens: Tokens per packed micro-batch (>= longest prompt + max_tokens).
         logprob_chunk_size: Rows per chunk of the LM-head pass.
@@ -99,6 +107,16 @@ class GRPOModule(pl.LightningModule):
             in a save that keeps most of it. 1: one engine call per step (RC: always one).
             The judge grades each part in its own call, so its ``max_failed_batches``
             counts parts.
+        max_lag: Train step t on a batch generated up to this many weight versions
+            earlier (``modules/lagged_rollouts.py``): the judge grades batch t while the
+            engine generates batch t+1. 0 (default): on-policy. > 0 refuses top_p < 1 and
+            top_k (the engine's log-probs would be of a truncated distribution the
+            trainer's are not) and the reasoning cache, and warns on ``ratio`` with a clip
+            eps < 1 (drifted tokens would lose their gradient).
+        judge_overlap: Grade each rollout part in a background thread while the engine
+            generates the next (needs ``rollout_chunks`` >= 2; not with the reasoning
+            cache). Same samples, rewards and weights as without it; pays when the judge
+            runs elsewhere (an HTTP grader) and its time is comparable to generation's.
         reasoning_cache: RC training (``ReasoningCacheSettings``): each step's groups are
             sampled on (problem, summary) states built by reason -> summarize cycles with
             the current policy. None: plain single-turn rollouts.
@@ -123,7 +141,7 @@ class GRPOModule(pl.LightningModule):
         advantage: str = "group_mean",
         filter_zero_advantage_groups: bool = False,
         overlong_filtering: bool = False,
-        mismatch_correction: str = "ratio",
+        mismatch_correction: str | None = None,
         tis_cap: float = 2.0,
         micro_batch_tokens: int = 8192,
         logprob_chunk_size: int = 256,
@@ -141,22 +159,36 @@ class GRPOModule(pl.LightningModule):
         max_consecutive_skips: int = 5,
         records: RecordSettings = RecordSettings(),
         rollout_chunks: int = 1,
+        judge_overlap: bool = False,
+        max_lag: int = 0,
         reasoning_cache: ReasoningCacheSettings | None = None,
         summarizer: CompletionClient | None = None,
     ) -> None:
         super().__init__()
         if judge is None:
             raise ValueError("GRPOModule needs a judge (model.judge: class_path ... in the config)")
-        if mismatch_correction not in ("ratio", "tis"):
+        if mismatch_correction not in (None, "ratio", "tis"):
             raise ValueError(f"mismatch_correction must be 'ratio' or 'tis', got {mismatch_correction!r}")
+        if max_lag < 0:
+            raise ValueError(f"max_lag must be >= 0, got {max_lag}")
         self.save_hyperparameters(ignore=["judge", "summarizer"])
         self.hparams.seed = run_seed(seed)  # resolved now: checkpoints and logs record the seed used
+        if mismatch_correction is None:  # resolved now too: the logs say which correction ran
+            self.hparams.mismatch_correction = "tis" if max_lag > 0 else "ratio"
         # nested settings may arrive as dicts (from a config) or as the dataclasses
         self.engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(**engine)
         self.sampling = sampling if isinstance(sampling, SamplingSettings) else SamplingSettings(**sampling)
         self.record_settings = records if isinstance(records, RecordSettings) else RecordSettings(**records)
         self.rc_settings = (reasoning_cache if reasoning_cache is None or isinstance(reasoning_cache, ReasoningCacheSettings)
                             else ReasoningCacheSettings(**reasoning_cache))
+        if judge_overlap and self.rc_settings is not None:
+            raise ValueError("judge_overlap is for plain rollouts; the reasoning cache generates in one part")
+        if judge_overlap and max_lag > 0:
+            raise ValueError("judge_overlap is for max_lag 0: with max_lag > 0 every batch is already graded in the "
+                             "background while the next generates")
+        if judge_overlap and rollout_chunks < 2:
+            raise ValueError(f"judge_overlap grades one part while the next generates: set rollout_chunks >= 2 "
+                             f"(got {rollout_chunks})")
         if summarizer is not None and self.rc_settings is None:
             raise ValueError("a summarizer is set but reasoning_cache is not: set model.reasoning_cache")
         self.summarizer = summarizer
@@ -165,6 +197,12 @@ class GRPOModule(pl.LightningModule):
         self.automatic_optimization = False
         self.judge = judge
         self.loss_fn, self.loss_args = get_policy_loss(loss), dict(loss_args or {})
+        if max_lag > 0:
+            check_lag_settings(self.sampling, self.hparams.mismatch_correction, self.loss_fn, self.loss_args,
+                               self.rc_settings is not None)
+            check_background_judge(judge, "max_lag > 0")
+        if judge_overlap:
+            check_background_judge(judge, "judge_overlap")
         if loss_backend == "liger":
             from qed_lightning.losses.liger import check_liger_policy_loss
 
@@ -185,6 +223,7 @@ class GRPOModule(pl.LightningModule):
         self.checkpoint_state.register("rng", RNGState())
         self.pending_rollouts = PendingRollouts()
         self.checkpoint_state.register("pending_rollouts", self.pending_rollouts)
+        self.lagged: LaggedRollouts | None = None  # max_lag > 0: built with the producer
         self._recorder: RolloutRecorder | None = None
         self._skips_in_a_row = 0
 
@@ -230,7 +269,11 @@ class GRPOModule(pl.LightningModule):
         self._recorder = recorder
         self.producer = RolloutProducer(self.engine, self.judge, self.tokenizer, self.sampling, hp.prompt_template,
                                         hp.seed, hp.on_long_prompt, recorder,
-                                        chunks=hp.rollout_chunks if self.rc_settings is None else 1)
+                                        chunks=hp.rollout_chunks if self.rc_settings is None else 1,
+                                        judge_overlap=hp.judge_overlap)
+        if hp.max_lag > 0:
+            self.lagged = LaggedRollouts(self.producer, hp.max_lag)
+            self.checkpoint_state.register("lagged_rollouts", self.lagged)
         if self.rc_settings is not None:
             self.producer = ReasoningCacheProducer(self.producer, self.rc_settings, self.summarizer, seed=hp.seed)
             self.checkpoint_state.register("reasoning_cache", self.producer)
@@ -285,9 +328,13 @@ class GRPOModule(pl.LightningModule):
     def training_step(self, batch: ProblemBatch, batch_idx: int):
         hp = self.hparams
         step, t0 = self.global_step, time.perf_counter()
-        rollouts, from_saved = step_rollouts(self.trainer, self.producer, self.pending_rollouts, batch.problems, step)
-        if rollouts is None:  # saved for a preemption: this step trains after the requeue
-            return None
+        if self.lagged is not None:
+            rollouts, from_saved = self._lagged_rollouts(batch.problems, step)
+        else:
+            rollouts, from_saved = step_rollouts(self.trainer, self.producer, self.pending_rollouts, batch.problems,
+                                                 step)
+            if rollouts is None:  # saved for a preemption: this step trains after the requeue
+                return None
         self.engine.sleep()
         t_rollout = time.perf_counter() - t0
 
@@ -305,7 +352,7 @@ class GRPOModule(pl.LightningModule):
         t1 = time.perf_counter()
         opt, sched = self.optimizers(), self.lr_schedulers()
         totals = {"loss": 0.0, "token_count": 0.0, "clip_count": 0.0, "entropy_sum": 0.0, "ratio_sum": 0.0,
-                  "kl_sum": 0.0, "gap_sum": 0.0, "gap_max": 0.0}
+                  "kl_sum": 0.0, "gap_sum": 0.0, "gap_max": 0.0, "is_sum": 0.0, "is_sq_sum": 0.0, "is_max": 0.0}
         if learnable:
             micro_batches = pack_rollouts(rollouts, adv, keep, hp.micro_batch_tokens, self.producer.pad_id)
             self._accumulate(micro_batches, norms, totals)
@@ -332,6 +379,24 @@ class GRPOModule(pl.LightningModule):
         self._log_step(step, from_saved, rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
                        {"rollout": t_rollout, "train": t_train, "sync": t_sync})
 
+    def _lagged_rollouts(self, problems, step: int):
+        """Batch ``step`` of a lagged run, the batches ahead launched (every rank fails
+        together, as in ``step_rollouts``)."""
+        if self.pending_rollouts.step is not None:
+            raise ValueError(f"the checkpoint holds step {self.pending_rollouts.step}'s rollouts saved by an "
+                             "on-policy run's preemption: resume it with max_lag 0")
+        trainer = self.trainer
+        last = trainer.max_steps - 1 if trainer.max_steps is not None and trainer.max_steps > 0 else None
+        batch, metrics, from_saved = agree_on_failure(
+            lambda: self.lagged.take(step, problems, lambda s: problems_ahead(trainer, s), last,
+                                     trainer.global_rank, trainer.world_size), f"step {step}: lagged rollouts")
+        self.producer.last_metrics = metrics
+        return batch, from_saved
+
+    def teardown(self, stage: str) -> None:
+        if self.lagged is not None:
+            self.lagged.close()
+
     def _accumulate(self, micro_batches: list, norms: StepNorms, totals: dict) -> None:
         """Backward every micro-batch of the step (the same count on every rank, see
         ``collective_steps``), adding their sums into ``totals``."""
@@ -342,13 +407,17 @@ class GRPOModule(pl.LightningModule):
                 if i >= len(micro_batches):
                     self.manual_backward(self._policy_root(zero_loss, self.producer.pad_id))
                     continue
-                loss, metrics, gap = self._micro_loss(micro_batches[i], norms)
+                loss, metrics, diff = self._micro_loss(micro_batches[i], norms)
                 self.manual_backward(loss)
             totals["loss"] += float(loss.detach())
             for k in ("token_count", "clip_count", "entropy_sum", "ratio_sum", "kl_sum"):
                 totals[k] += float(metrics[k])
+            gap, weight = diff.abs(), diff.double().exp()  # [M]: |log-prob gap|, pi_trainer / pi_engine
             totals["gap_sum"] += float(gap.sum())
             totals["gap_max"] = max(totals["gap_max"], float(gap.max()) if gap.numel() else 0.0)
+            totals["is_sum"] += float(weight.sum())
+            totals["is_sq_sum"] += float((weight * weight).sum())
+            totals["is_max"] = max(totals["is_max"], float(weight.max()) if weight.numel() else 0.0)
 
     def _reduce_totals(self, totals: dict) -> dict:
         """The step's sums over all ranks; ``loss`` becomes the step's objective (each
@@ -356,12 +425,14 @@ class GRPOModule(pl.LightningModule):
         world = self.trainer.world_size
         if world == 1:
             return totals
-        keys = [k for k in totals if k != "gap_max"]
+        maxima = ("gap_max", "is_max")
+        keys = [k for k in totals if k not in maxima]
         summed = self._sum_tensor(torch.tensor([totals[k] for k in keys], dtype=torch.float64))
         out = dict(zip(keys, summed.tolist()))
         out["loss"] /= world
-        out["gap_max"] = float(self.trainer.strategy.reduce(torch.tensor(totals["gap_max"], device=self.device),
-                                                            reduce_op="max"))
+        for key in maxima:
+            out[key] = float(self.trainer.strategy.reduce(torch.tensor(totals[key], device=self.device),
+                                                          reduce_op="max"))
         return out
 
     def _micro_loss(self, mb, norms: StepNorms):
@@ -376,7 +447,7 @@ class GRPOModule(pl.LightningModule):
             return self._policy_loss(hidden, _head_weight(policy), tokens, norms)
 
         loss, metrics, logp = self._policy_root(run)
-        return loss, metrics, (logp.detach() - tokens.engine_logp).abs()
+        return loss, metrics, logp.detach() - tokens.engine_logp  # [M]
 
     def _old_logp_and_weight(self, trainer_logp, engine_logp):
         """ratio mode: old = engine log-probs, no weight; tis: old = trainer's (detached)
@@ -430,6 +501,8 @@ class GRPOModule(pl.LightningModule):
 
     def _log_step(self, step, from_saved, rollouts, adv, keep, totals, grad_norm, ok, lr, seconds) -> None:
         metrics = step_metrics(rollouts, adv, keep, totals, grad_norm, ok, lr, seconds)
+        if rollouts.versions is not None:
+            metrics.update(lag_metrics(rollouts.versions, step))
         metrics.update(self.producer.last_metrics)
         metrics["rollout/from_saved"] = float(from_saved)  # 1: trained on rollouts saved at a preemption
         metrics.update(getattr(self.engine, "last_sync", {}))
@@ -440,9 +513,10 @@ class GRPOModule(pl.LightningModule):
             metrics = same_keys_on_every_rank(metrics)
         # Counts add up over ranks.
         maxima = {k: v for k, v in metrics.items() if k.endswith("_max")}
+        minima = {k: v for k, v in metrics.items() if k.endswith("_min")}
         counts = {k: v for k, v in metrics.items() if k in _COUNT_METRICS}
-        means = {k: v for k, v in metrics.items() if k not in maxima and k not in counts}
-        for group, fx in ((means, "mean"), (maxima, "max"), (counts, "sum")):
+        means = {k: v for k, v in metrics.items() if k not in maxima and k not in minima and k not in counts}
+        for group, fx in ((means, "mean"), (maxima, "max"), (minima, "min"), (counts, "sum")):
             self.log_dict(group, on_step=True, on_epoch=False, batch_size=rollouts.num_samples, sync_dist=sync,
                           reduce_fx=fx)
         self.log("reward", metrics["reward/mean"], prog_bar=True, logger=False, batch_size=rollouts.num_samples)
@@ -461,13 +535,18 @@ class GRPOModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if CHECKPOINT_KEY in checkpoint:
-            self.checkpoint_state.load_state_dict(checkpoint[CHECKPOINT_KEY], strict=False)
+            state = checkpoint[CHECKPOINT_KEY]
+            if self.lagged is None and any((state.get("lagged_rollouts") or {}).get("shares") or []):
+                rank_zero_warn("the checkpoint holds batches generated ahead by a run with max_lag > 0; this run "
+                               "has max_lag 0 and regenerates them on-policy")
+            self.checkpoint_state.load_state_dict(state, strict=False)
         if self.reference is not None and "state_dict" in checkpoint:
             # Runs before the weights load: strict loading finds the reference's own tensors.
             checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
 
 
-_COUNT_METRICS = frozenset({"train/kept_samples", "rollout/completion_tokens", "rollout/skipped_long_prompts"})
+_COUNT_METRICS = frozenset({"train/kept_samples", "rollout/completion_tokens", "rollout/skipped_long_prompts",
+                            "rollout/too_old_samples"})
 
 
 @dataclass

@@ -5,7 +5,7 @@ import torch
 
 from qed_lightning.rollouts.batch import RolloutBatch
 
-__all__ = ["step_metrics"]
+__all__ = ["importance_metrics", "step_metrics"]
 
 
 def step_metrics(rollouts: RolloutBatch, adv: torch.Tensor, keep: torch.Tensor, totals: dict[str, float],
@@ -29,4 +29,17 @@ def step_metrics(rollouts: RolloutBatch, adv: torch.Tensor, keep: torch.Tensor, 
         "rollout/completion_tokens_mean": float(lengths.mean()), "rollout/completion_tokens_max": float(lengths.max()),
         "time/rollout_s": seconds["rollout"], "time/train_s": seconds["train"], "time/sync_s": seconds["sync"],
         "time/train_tokens_per_s": totals["token_count"] / max(seconds["train"], 1e-9),
+        **importance_metrics(totals),
     }
+
+
+def importance_metrics(totals: dict[str, float]) -> dict[str, float]:
+    """The importance weights w = pi_trainer / pi_engine of the step's tokens (before any
+    cap): their mean and max, and the effective sample size (sum w)^2 / sum w^2, also
+    as a share of the tokens (1: every weight equal)."""
+    if "is_sum" not in totals:
+        return {}
+    ess = totals["is_sum"] ** 2 / totals["is_sq_sum"] if totals["is_sq_sum"] > 0 else 0.0
+    tokens = max(totals["token_count"], 1.0)
+    return {"train/is_weight_mean": totals["is_sum"] / tokens, "train/is_weight_max": totals["is_max"],
+            "train/is_ess": ess, "train/is_ess_fraction": ess / tokens}

