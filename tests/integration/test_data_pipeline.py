@@ -85,3 +85,24 @@ def test_demo_data_pipeline_end_to_end(tiny_model_dir, tmp_path):
              "--export.enabled=false"])
     with (tmp_path / "demo-rl/run/metrics.csv").open() as f:
         assert [r["step"] for r in csv.DictReader(f) if r.get("reward/mean")] == ["0"]
+
+
+def test_rubrics_and_filter_through_the_in_process_engine(tiny_model_dir, tmp_path):
+    """The two classifier-style steps with an in-process vLLM grader (the tiny model, whose
+    replies are noise): every call made and counted, noise counted as invalid schemes and
+    unparseable flags, never kept as a valid rubric or a clean problem."""
+    from qed_lightning.data_pipeline.filter_problems import filter_problems
+    from qed_lightning.judging.engine_client import InProcessVLLMClient
+
+    client = InProcessVLLMClient(str(tiny_model_dir), dtype="float32", max_model_len=2048,
+                                 kv_cache_memory_bytes=128 << 20, max_tokens=16, seed=0)
+    settings = CallSettings(chunk_size=64, workers=1, progress=False)
+    made = rubrics(client, "demo", str(tmp_path / "rubrics"), id_column="id", solution_column="proof", limit=3,
+                   calls=settings)
+    assert made["problems"] == 3 and made["failed_calls"] == 0
+    assert made["requests_sent"] == 3 * 2 and made["invalid"] == 3 and made.get("valid", 0) == 0  # 2 attempts each
+    assert all(not r["rubric_ok"] for r in read(tmp_path / "rubrics/rubrics.jsonl"))
+    kept = filter_problems(client, "demo", str(tmp_path / "filter"), id_column="id", solution_column="proof",
+                           limit=3, calls=settings)
+    assert kept["requests_sent"] == 3 and kept["failed_calls"] == 0 and kept["unparseable"] == 3
+    assert read(tmp_path / "filter/kept.jsonl") == []  # an unparseable verdict keeps nothing by default
