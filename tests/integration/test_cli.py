@@ -9,9 +9,21 @@ from qed_lightning.cli import main, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
-JUDGE_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "judge"]  # `qed judge`, not `qed fit`
+JUDGE_BENCH_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "judge" and p.name.startswith("bench_")]
+JUDGE_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "judge" and p not in JUDGE_BENCH_CONFIGS]  # `qed judge`
 EVAL_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "eval" or p.name == "eval.yaml"]  # `qed eval`
-CONFIGS = [p for p in ALL_CONFIGS if p not in JUDGE_CONFIGS and p not in EVAL_CONFIGS]
+# A scaffold config holds only the `scaffold:` block: it goes on top of a benchmark config.
+SCAFFOLD_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "scaffolds"]
+DATA_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "data" or p.name.startswith("data_")]  # `qed data <step>`
+# Configs that go on top of another (the base config they extend).
+OVERLAYS = {"rl/qed_nano_overlap.yaml": "rl/qed_nano.yaml"}
+CONFIGS = [p for p in ALL_CONFIGS if p not in JUDGE_CONFIGS + JUDGE_BENCH_CONFIGS + EVAL_CONFIGS + SCAFFOLD_CONFIGS
+           + DATA_CONFIGS]
+
+
+def _with_base(config: Path) -> list[str]:
+    base = OVERLAYS.get(config.relative_to(ROOT / "configs").as_posix())
+    return (["--config", str(ROOT / "configs" / base)] if base else []) + ["--config", str(config)]
 PRESETS = sorted((ROOT / "callbacks").glob("*.yaml"))
 HEAVY = ("vllm", "liger_kernel", "bitsandbytes", "httpx", "openai")  # (lightning itself imports triton)
 
@@ -34,7 +46,7 @@ def test_every_config_is_listed():
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_print_config_of_every_config(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), "--print_config"])
+        main(["fit", *_with_base(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path: qed_lightning." in printed
@@ -50,6 +62,33 @@ def test_print_config_of_every_judge_config(config, capsys):
     assert "class_path: qed_lightning.judging." in printed and "api_key_env:" in printed
 
 
+@pytest.mark.parametrize("config", JUDGE_BENCH_CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_print_config_of_every_judge_bench_config(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["judge", "bench", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "judges:" in (printed := capsys.readouterr().out) and "class_path: qed_lightning.judging." in printed
+
+
+@pytest.mark.parametrize("config", SCAFFOLD_CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_print_config_of_every_scaffold_config(config, capsys):
+    base = ROOT / ("configs/demo/eval.yaml" if config.parent.parent.name == "demo" else "configs/eval/imo_proofbench.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--config", str(base), "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "mode: scaffold" in printed and f"class_path: qed_lightning.scaffolds.{config.stem}." in printed
+
+
+@pytest.mark.parametrize("config", DATA_CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_print_config_of_every_data_config(config, capsys):
+    step = config.stem.removeprefix("data_")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", step, "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "output_dir:" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("config", EVAL_CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_print_config_of_every_eval_config(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -62,7 +101,7 @@ def test_print_config_of_every_eval_config(config, capsys):
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_subcommand_help_of_every_config(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), "--help"])
+        main(["fit", *_with_base(config), "--help"])
     assert exit_info.value.code in (0, None)
     assert "--trainer.max_epochs" in capsys.readouterr().out
     # The signature is the config: SFTModule's docstring reaches --help.
