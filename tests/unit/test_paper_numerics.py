@@ -200,3 +200,11 @@ def test_paper_config_moves_the_weights_like_an_fp32_master(name, tiny_model_dir
     assert abs(share - ref_share) <= SHARE_TOL, f"{name}: share changed {share:.3f} vs fp32 master {ref_share:.3f}"
     assert norm == pytest.approx(ref_norm, rel=NORM_RTOL), f"{name}: update norm {norm:.4g} vs {ref_norm:.4g}"
     assert grad_err < 1e-6, f"{name}: gradients accumulated off the fp32 sum by {grad_err:.2e}"
+
+
+def test_the_overlap_overlay_keeps_the_rl_configs_numerics():
+    """configs/rl/qed_nano_overlap.yaml goes on top of the RL config and changes only the
+    schedule: the RL config's numerics tested above are the overlay run's numerics."""
+    overlay = yaml.safe_load((ROOT / "configs/rl/qed_nano_overlap.yaml").read_text())
+    assert set(overlay) == {"model"} and set(overlay["model"]) == {"init_args"}
+    assert set(overlay["model"]["init_args"]) <= {"max_lag", "judge_overlap", "mismatch_correction"}
