@@ -31,7 +31,7 @@ from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
 from qed_lightning.modules.collective_steps import (backward_sync, check_step_strategy, clip_grad_norm,
                                                     micro_batch_count, push_from_rank_zero, same_keys_on_every_rank,
                                                     zero_loss)
-from qed_lightning.modules.lag_settings import check_background_judge, check_lag_settings, problems_ahead
+from qed_lightning.modules.lag_settings import check_schedule, problems_ahead
 from qed_lightning.modules.lagged_rollouts import LaggedRollouts
 from qed_lightning.modules.preemptible_rollouts import step_rollouts
 from qed_lightning.modules.rank_failures import agree_on_failure
@@ -169,8 +169,6 @@ class GRPOModule(pl.LightningModule):
             raise ValueError("GRPOModule needs a judge (model.judge: class_path ... in the config)")
         if mismatch_correction not in (None, "ratio", "tis"):
             raise ValueError(f"mismatch_correction must be 'ratio' or 'tis', got {mismatch_correction!r}")
-        if max_lag < 0:
-            raise ValueError(f"max_lag must be >= 0, got {max_lag}")
         self.save_hyperparameters(ignore=["judge", "summarizer"])
         self.hparams.seed = run_seed(seed)  # resolved now: checkpoints and logs record the seed used
         if mismatch_correction is None:  # resolved now too: the logs say which correction ran
@@ -181,14 +179,6 @@ class GRPOModule(pl.LightningModule):
         self.record_settings = records if isinstance(records, RecordSettings) else RecordSettings(**records)
         self.rc_settings = (reasoning_cache if reasoning_cache is None or isinstance(reasoning_cache, ReasoningCacheSettings)
                             else ReasoningCacheSettings(**reasoning_cache))
-        if judge_overlap and self.rc_settings is not None:
-            raise ValueError("judge_overlap is for plain rollouts; the reasoning cache generates in one part")
-        if judge_overlap and max_lag > 0:
-            raise ValueError("judge_overlap is for max_lag 0: with max_lag > 0 every batch is already graded in the "
-                             "background while the next generates")
-        if judge_overlap and rollout_chunks < 2:
-            raise ValueError(f"judge_overlap grades one part while the next generates: set rollout_chunks >= 2 "
-                             f"(got {rollout_chunks})")
         if summarizer is not None and self.rc_settings is None:
             raise ValueError("a summarizer is set but reasoning_cache is not: set model.reasoning_cache")
         self.summarizer = summarizer
@@ -197,12 +187,8 @@ class GRPOModule(pl.LightningModule):
         self.automatic_optimization = False
         self.judge = judge
         self.loss_fn, self.loss_args = get_policy_loss(loss), dict(loss_args or {})
-        if max_lag > 0:
-            check_lag_settings(self.sampling, self.hparams.mismatch_correction, self.loss_fn, self.loss_args,
-                               self.rc_settings is not None)
-            check_background_judge(judge, "max_lag > 0")
-        if judge_overlap:
-            check_background_judge(judge, "judge_overlap")
+        check_schedule(max_lag, judge_overlap, rollout_chunks, self.sampling, self.hparams.mismatch_correction,
+                       self.loss_fn, self.loss_args, self.rc_settings is not None, judge)
         if loss_backend == "liger":
             from qed_lightning.losses.liger import check_liger_policy_loss
 

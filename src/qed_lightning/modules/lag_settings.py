@@ -8,7 +8,8 @@ import warnings
 from qed_lightning.contracts import Problem, SamplingSettings
 from qed_lightning.rollouts.datamodule import problems_for_step
 
-__all__ = ["LagWarning", "check_background_judge", "check_lag_settings", "clip_eps", "problems_ahead"]
+__all__ = ["LagWarning", "check_background_judge", "check_lag_settings", "check_schedule", "clip_eps",
+           "problems_ahead"]
 
 
 class LagWarning(UserWarning):
@@ -41,7 +42,7 @@ def check_lag_settings(sampling: SamplingSettings, mismatch_correction: str, los
             warnings.warn(f"max_lag > 0 with mismatch_correction 'ratio' and clip {narrow}: the ratio to the "
                           "stale engine log-probs is clipped at 1 + eps, which zeroes the gradient of every "
                           "positive-advantage token that drifted further; use mismatch_correction 'tis' (the "
-                          "default under lag) or a wide clip (qed_nano's eps 4)", LagWarning, stacklevel=3)
+                          "default under lag) or a wide clip (qed_nano's eps 4)", LagWarning, stacklevel=4)
 
 
 def check_background_judge(judge, setting: str) -> None:
@@ -53,6 +54,27 @@ def check_background_judge(judge, setting: str) -> None:
         raise ValueError(f"{setting} grades in a background thread while the policy's engine generates; an "
                          f"in-process vLLM grader ({type(client).__name__}) cannot run beside it: serve the grader "
                          "(OpenAICompatibleClient on a vllm serve) or turn the setting off")
+
+
+def check_schedule(max_lag: int, judge_overlap: bool, rollout_chunks: int, sampling: SamplingSettings,
+                   mismatch_correction: str, loss_fn, loss_args: dict, reasoning_cache: bool, judge) -> None:
+    """The RL step's overlap settings (``max_lag``, ``judge_overlap``) against each other
+    and the rest of the run's, checked once when the module is built."""
+    if max_lag < 0:
+        raise ValueError(f"max_lag must be >= 0, got {max_lag}")
+    if judge_overlap and reasoning_cache:
+        raise ValueError("judge_overlap is for plain rollouts; the reasoning cache generates in one part")
+    if judge_overlap and max_lag > 0:
+        raise ValueError("judge_overlap is for max_lag 0: with max_lag > 0 every batch is already graded in the "
+                         "background while the next generates")
+    if judge_overlap and rollout_chunks < 2:
+        raise ValueError(f"judge_overlap grades one part while the next generates: set rollout_chunks >= 2 "
+                         f"(got {rollout_chunks})")
+    if max_lag > 0:
+        check_lag_settings(sampling, mismatch_correction, loss_fn, loss_args, reasoning_cache)
+        check_background_judge(judge, "max_lag > 0")
+    if judge_overlap:
+        check_background_judge(judge, "judge_overlap")
 
 
 def problems_ahead(trainer, step: int) -> list[Problem]:
