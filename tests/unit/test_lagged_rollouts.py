@@ -1,7 +1,9 @@
 """Lagged rollouts (``max_lag`` > 0) over a scripted engine whose weight version the
 test advances as a trainer's push would: the schedule (what is generated when, with
 which version), the lag metrics from the stamps, the last steps, stale stamps, the
-checkpoint round trip, and the settings a lagged run refuses or warns about."""
+checkpoint round trip, and the settings a lagged run refuses or warns about; with
+``background`` generation (served engines) the same schedule, generation overlapping
+training, and no push while a generation runs."""
 import threading
 import warnings
 
@@ -66,26 +68,31 @@ class Judge:
         return [Verdict(min(7, item.proof.count("e"))) for item in items]
 
 
-def scheduler(tokenizer, max_lag, version=0, stale=(), wait=False):
-    engine = Engine(tokenizer, version, stale)
+def scheduler(tokenizer, max_lag, version=0, stale=(), wait=False, background=False, engine_class=Engine):
+    engine = engine_class(tokenizer, version, stale)
     judge = Judge(engine if wait else None)
     producer = RolloutProducer(engine, judge, tokenizer, SAMPLING, seed=1)
-    return LaggedRollouts(producer, max_lag), engine, judge
+    return LaggedRollouts(producer, max_lag, background=background), engine, judge
 
 
-def run(lagged, engine, steps, last_step, start=0):
-    """A trainer's loop: take batch t, then push version t + 1."""
+def run(lagged, engine, steps, last_step, start=0, train=None):
+    """A trainer's loop: take batch t, train (``train(t)``), wait for the engine to
+    drain, then push version t + 1."""
     out = []
     for t in range(start, steps):
         batch, metrics, from_saved = lagged.take(t, problems_of(t), problems_of, last_step)
         out.append((batch, metrics, from_saved, lagged.in_flight))
+        if train is not None:
+            train(t)
+        lagged.drain()
         engine.weight_version = t + 1
     return out
 
 
+@pytest.mark.parametrize("background", [False, True])
 @pytest.mark.parametrize("max_lag", [1, 2])
-def test_every_sample_is_trained_max_lag_versions_after_it_was_generated(tiny_qwen3_tokenizer, max_lag):
-    lagged, engine, judge = scheduler(tiny_qwen3_tokenizer, max_lag)
+def test_every_sample_is_trained_max_lag_versions_after_it_was_generated(tiny_qwen3_tokenizer, max_lag, background):
+    lagged, engine, judge = scheduler(tiny_qwen3_tokenizer, max_lag, background=background)
     steps = run(lagged, engine, 5, last_step=4)
     for t, (batch, metrics, from_saved, in_flight) in enumerate(steps):
         want = max(t - max_lag, 0)  # the first batches come from the warm-up with version 0
@@ -100,11 +107,83 @@ def test_every_sample_is_trained_max_lag_versions_after_it_was_generated(tiny_qw
     assert judge.calls == 5
 
 
+@pytest.mark.parametrize("background", [False, True])
 @pytest.mark.parametrize("max_lag,max_steps", [(1, 1), (2, 1), (2, 2)])
-def test_a_run_not_longer_than_the_lag_generates_only_its_own_steps(tiny_qwen3_tokenizer, max_lag, max_steps):
-    lagged, engine, judge = scheduler(tiny_qwen3_tokenizer, max_lag)
+def test_a_run_not_longer_than_the_lag_generates_only_its_own_steps(tiny_qwen3_tokenizer, max_lag, max_steps,
+                                                                     background):
+    lagged, engine, judge = scheduler(tiny_qwen3_tokenizer, max_lag, background=background)
     steps = run(lagged, engine, max_steps, last_step=max_steps - 1)
     assert len(steps) == max_steps and steps[-1][3] == [] and len(engine.calls) == max_steps == judge.calls
+    lagged.close()
+
+
+class GatedEngine(Engine):
+    """Generation of batch c (one engine call per batch) for c > k waits until the
+    trainer trains step c - k, the step during which it should run; every weight change
+    (a push) notes whether a generation was running."""
+
+    max_lag = 1
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.training = [threading.Event() for _ in range(16)]
+        self.waited, self.running, self.pushed_while_running = [], 0, []
+        self._version = self.weight_version
+
+    @property
+    def weight_version(self):
+        return self._version
+
+    @weight_version.setter
+    def weight_version(self, version):
+        if hasattr(self, "pushed_while_running"):
+            self.pushed_while_running.append(self.running > 0)
+        self._version = version
+
+    def generate(self, prompts, sampling, sample_seeds=None, regex=None):
+        c, self.running = len(self.calls), self.running + 1
+        try:
+            if c > self.max_lag:  # a deadlock guard: False only if generation did not overlap training
+                self.waited.append(self.training[c - self.max_lag].wait(timeout=20))
+            return super().generate(prompts, sampling, sample_seeds, regex)
+        finally:
+            self.running -= 1
+
+
+@pytest.mark.parametrize("max_lag", [1, 2])
+def test_background_generation_overlaps_training_and_no_push_lands_while_it_runs(tiny_qwen3_tokenizer, max_lag):
+    GatedEngine.max_lag = max_lag
+    lagged, engine, judge = scheduler(tiny_qwen3_tokenizer, max_lag, background=True, engine_class=GatedEngine)
+
+    def train(t):  # step t trains while batch t + k generates (started by take(t)), if it exists
+        engine.training[t].set()
+        if t + max_lag <= 5:
+            assert engine.started[t + max_lag].wait(timeout=20)
+
+    steps = run(lagged, engine, 6, last_step=5, train=train)
+    assert engine.waited == [True] * (5 - max_lag)  # batches k+1 .. 5 each generated during a training step
+    assert engine.pushed_while_running == [False] * 6
+    assert [v for v, _ in engine.calls] == [0] * (max_lag + 1) + list(range(1, 6 - max_lag))
+    assert [b.versions.tolist() for b, *_ in steps] == [[max(t - max_lag, 0)] * 4 for t in range(6)]
+    assert all(m["rollout/wait_s"] >= 0 for _, m, *_ in steps)
+    lagged.close()
+
+
+def test_a_failed_background_generation_fails_the_next_step(tiny_qwen3_tokenizer):
+    lagged, engine, _ = scheduler(tiny_qwen3_tokenizer, 2, background=True)
+    lagged.take(0, problems_of(0), problems_of, 5)  # batches 1 and 2 launched
+    lagged.drain()
+    engine.weight_version = 1
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("server went away")
+
+    engine.generate = broken
+    lagged.take(1, problems_of(1), problems_of, 5)  # launches batch 3, which fails in the background
+    lagged.drain()
+    with pytest.raises(RuntimeError, match="generating step 3's batch in the background failed: server went away"):
+        lagged.take(2, problems_of(2), problems_of, 5)
+    lagged.close()
 
 
 def test_batch_t_is_graded_while_batch_t_plus_1_generates(tiny_qwen3_tokenizer):
@@ -131,17 +210,19 @@ def test_a_version_beyond_the_lag_is_refused(tiny_qwen3_tokenizer):
         lagged.take(3, problems_of(3), problems_of, 3)
 
 
-def test_a_resume_from_a_checkpoint_trains_on_the_saved_batches_and_matches(tiny_qwen3_tokenizer, tmp_path):
+@pytest.mark.parametrize("background", [False, True])
+def test_a_resume_from_a_checkpoint_trains_on_the_saved_batches_and_matches(tiny_qwen3_tokenizer, tmp_path,
+                                                                             background):
     whole, engine, _ = scheduler(tiny_qwen3_tokenizer, 2)
     want = run(whole, engine, 6, last_step=5)
 
-    first, engine, _ = scheduler(tiny_qwen3_tokenizer, 2)
+    first, engine, _ = scheduler(tiny_qwen3_tokenizer, 2, background=background)
     run(first, engine, 3, last_step=5)
     assert first.in_flight == [3, 4]
     torch.save(first.state_dict(), tmp_path / "state.pt")
     state = torch.load(tmp_path / "state.pt", weights_only=True)  # plain data: loads like a checkpoint
 
-    resumed, engine, judge = scheduler(tiny_qwen3_tokenizer, 2, version=3)  # the push at the resume
+    resumed, engine, judge = scheduler(tiny_qwen3_tokenizer, 2, version=3, background=background)  # pushed at resume
     resumed.load_state_dict(state)
     got = run(resumed, engine, 6, last_step=5, start=3)
     for (a, ma, _, _), (b, mb, saved, _) in zip(want[3:], got):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:  # the settings live with the RL module, which imports this file
     from qed_lightning.modules.rl_settings import EngineSettings
 
-__all__ = ["ENGINE_BACKENDS", "EngineContext", "build_engine"]
+__all__ = ["ENGINE_BACKENDS", "ENGINES_ELSEWHERE", "EngineContext", "build_engine"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ def _hf(eng: EngineSettings, ctx: EngineContext):
 
     return HFEngine(ctx.model_path, dtype=eng.dtype or ctx.dtype)
 
+
+# Backends whose engine runs on other devices than the trainer's: it can generate while
+# the trainer trains (a colocated engine shares the device and sleeps meanwhile).
+ENGINES_ELSEWHERE = frozenset({"served"})
 
 ENGINE_BACKENDS: dict[str, Callable[["EngineSettings", EngineContext], object]] = {
     "vllm": _vllm, "served": _served, "hf": _hf,

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegistry, RNGState
 from qed_lightning.contracts import SamplingSettings
-from qed_lightning.engines.build import EngineContext, build_engine
+from qed_lightning.engines.build import ENGINES_ELSEWHERE, EngineContext, build_engine
 from qed_lightning.engines.full_weights import full_weights_for_push
 from qed_lightning.judging.base import BaseJudge
 from qed_lightning.judging.client import CompletionClient
@@ -113,6 +113,11 @@ class GRPOModule(pl.LightningModule):
             top_k (the engine's log-probs would be of a truncated distribution the
             trainer's are not) and the reasoning cache, and warns on ``ratio`` with a clip
             eps < 1 (drifted tokens would lose their gradient).
+        background_generation: With ``max_lag`` > 0, generate the batches ahead in a
+            background thread while the trainer trains (``modules/lagged_rollouts.py``):
+            only for engines that run elsewhere (``engine.backend: served``). Every push
+            waits for the servers to drain first. None: on for a served engine with
+            ``max_lag`` > 0. Same samples and weights as with it off; only the waiting moves.
         judge_overlap: Grade each rollout part in a background thread while the engine
             generates the next (needs ``rollout_chunks`` >= 2; not with the reasoning
             cache). Same samples, rewards and weights as without it; pays when the judge
@@ -161,6 +166,7 @@ class GRPOModule(pl.LightningModule):
         rollout_chunks: int = 1,
         judge_overlap: bool = False,
         max_lag: int = 0,
+        background_generation: bool | None = None,
         reasoning_cache: ReasoningCacheSettings | None = None,
         summarizer: CompletionClient | None = None,
     ) -> None:
@@ -175,6 +181,8 @@ class GRPOModule(pl.LightningModule):
             self.hparams.mismatch_correction = "tis" if max_lag > 0 else "ratio"
         # nested settings may arrive as dicts (from a config) or as the dataclasses
         self.engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(**engine)
+        if background_generation is None:
+            self.hparams.background_generation = max_lag > 0 and self.engine_settings.backend in ENGINES_ELSEWHERE
         self.sampling = sampling if isinstance(sampling, SamplingSettings) else SamplingSettings(**sampling)
         self.record_settings = records if isinstance(records, RecordSettings) else RecordSettings(**records)
         self.rc_settings = (reasoning_cache if reasoning_cache is None or isinstance(reasoning_cache, ReasoningCacheSettings)
@@ -188,7 +196,8 @@ class GRPOModule(pl.LightningModule):
         self.judge = judge
         self.loss_fn, self.loss_args = get_policy_loss(loss), dict(loss_args or {})
         check_schedule(max_lag, judge_overlap, rollout_chunks, self.sampling, self.hparams.mismatch_correction,
-                       self.loss_fn, self.loss_args, self.rc_settings is not None, judge)
+                       self.loss_fn, self.loss_args, self.rc_settings is not None, judge,
+                       self.hparams.background_generation, self.engine_settings.backend)
         if loss_backend == "liger":
             from qed_lightning.losses.liger import check_liger_policy_loss
 
@@ -258,7 +267,7 @@ class GRPOModule(pl.LightningModule):
                                         chunks=hp.rollout_chunks if self.rc_settings is None else 1,
                                         judge_overlap=hp.judge_overlap)
         if hp.max_lag > 0:
-            self.lagged = LaggedRollouts(self.producer, hp.max_lag)
+            self.lagged = LaggedRollouts(self.producer, hp.max_lag, background=hp.background_generation)
             self.checkpoint_state.register("lagged_rollouts", self.lagged)
         if self.rc_settings is not None:
             self.producer = ReasoningCacheProducer(self.producer, self.rc_settings, self.summarizer, seed=hp.seed)
@@ -359,11 +368,24 @@ class GRPOModule(pl.LightningModule):
                                "gradients, or no sample with a non-zero advantage); stopping")
         t_train = time.perf_counter() - t1
 
+        t_drain = self._drain_engine()
         t2 = time.perf_counter()
         self._push_weights()
         t_sync = time.perf_counter() - t2
         self._log_step(step, from_saved, rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
-                       {"rollout": t_rollout, "train": t_train, "sync": t_sync})
+                       {"rollout": t_rollout, "train": t_train, "sync": t_sync, "drain": t_drain})
+
+    def _drain_engine(self) -> float:
+        """With background generation, the seconds the push waited for the batches ahead
+        to finish generating: a push never lands while a request runs, on any rank (the
+        servers are shared, so the ranks meet at a barrier before rank 0 pushes)."""
+        if self.lagged is None or not self.lagged.background:
+            return 0.0
+        start = time.perf_counter()
+        self.lagged.drain()
+        if self.trainer.world_size > 1:
+            self.trainer.strategy.barrier("qed_lightning.drained")
+        return time.perf_counter() - start
 
     def _lagged_rollouts(self, problems, step: int):
         """Batch ``step`` of a lagged run, the batches ahead launched (every rank fails

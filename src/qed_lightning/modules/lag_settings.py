@@ -57,11 +57,22 @@ def check_background_judge(judge, setting: str) -> None:
 
 
 def check_schedule(max_lag: int, judge_overlap: bool, rollout_chunks: int, sampling: SamplingSettings,
-                   mismatch_correction: str, loss_fn, loss_args: dict, reasoning_cache: bool, judge) -> None:
-    """The RL step's overlap settings (``max_lag``, ``judge_overlap``) against each other
-    and the rest of the run's, checked once when the module is built."""
+                   mismatch_correction: str, loss_fn, loss_args: dict, reasoning_cache: bool, judge,
+                   background_generation: bool = False, engine_backend: str = "vllm") -> None:
+    """The RL step's overlap settings (``max_lag``, ``judge_overlap``,
+    ``background_generation``) against each other and the rest of the run's, checked
+    once when the module is built."""
+    from qed_lightning.engines.build import ENGINES_ELSEWHERE
+
     if max_lag < 0:
         raise ValueError(f"max_lag must be >= 0, got {max_lag}")
+    if background_generation and max_lag < 1:
+        raise ValueError("background_generation generates the batches of later steps while the trainer trains: "
+                         "it needs max_lag >= 1 (with max_lag 0 each batch needs the weights of the step before)")
+    if background_generation and engine_backend not in ENGINES_ELSEWHERE:
+        raise ValueError(f"background_generation needs an engine that runs elsewhere (engine.backend one of "
+                         f"{sorted(ENGINES_ELSEWHERE)}); engine.backend {engine_backend!r} shares the trainer's "
+                         "device and sleeps while it trains")
     if judge_overlap and reasoning_cache:
         raise ValueError("judge_overlap is for plain rollouts; the reasoning cache generates in one part")
     if judge_overlap and max_lag > 0:

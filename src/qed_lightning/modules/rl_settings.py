@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from qed_lightning.contracts import SamplingSettings
+
 __all__ = ["EngineSettings", "RecordSettings"]
 
 
@@ -50,3 +54,9 @@ class RecordSettings:
     every_n_steps: int = 1
     max_groups: int | None = None
     max_chars: int | None = 4000
+
+
+# A module built in Python (a notebook) keeps these dataclasses in its hyperparameters;
+# Lightning loads checkpoints with ``weights_only=True``, which refuses classes it does
+# not know. They hold only plain fields.
+torch.serialization.add_safe_globals([EngineSettings, RecordSettings, SamplingSettings])

@@ -80,6 +80,11 @@ class ReasoningCacheSettings:
                              f"({self.states_per_problem}) must be >= 1")
 
 
+# Kept in a Python-built module's hyperparameters: loadable with ``weights_only=True``
+# (see modules/rl_settings.py).
+torch.serialization.add_safe_globals([ReasoningCacheSettings])
+
+
 def state_problem(state: State, grader_template: str = "{problem}") -> Problem:
     """The problem of a state's group: the original problem (its rubric, and its
     statement inside ``grader_template``, are what the judge grades against) under an id
