@@ -10,39 +10,36 @@ the sampling temperature, so ``[B, T, V]`` logits are never kept for backward.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from qed_lightning.checkpointing.judge_cache_ref import JudgeCacheReference
 from qed_lightning.checkpointing.registry import CHECKPOINT_KEY, CheckpointRegistry, RNGState
 from qed_lightning.contracts import SamplingSettings
 from qed_lightning.engines.build import ENGINES_ELSEWHERE, EngineContext, build_engine
-from qed_lightning.engines.full_weights import full_weights_for_push
 from qed_lightning.judging.base import BaseJudge
 from qed_lightning.judging.client import CompletionClient
-from qed_lightning.loggers.rollout_table import log_rollout_table
 from qed_lightning.losses.advantages import get_advantage, training_mask
-from qed_lightning.losses.policy import StepNorms, get_policy_loss
-from qed_lightning.losses.token_logprobs import token_logprobs_and_entropy
+from qed_lightning.losses.policy import StepNorms
 from qed_lightning.models import load_policy, load_tokenizer, resolve_model_path
-from qed_lightning.modules.collective_steps import (backward_sync, check_step_strategy, clip_grad_norm,
-                                                    micro_batch_count, push_from_rank_zero, same_keys_on_every_rank,
-                                                    zero_loss)
-from qed_lightning.modules.lag_settings import check_schedule, problems_ahead
+from qed_lightning.modules.collective_steps import check_step_strategy, clip_grad_norm
+from qed_lightning.modules.lag_settings import check_schedule
 from qed_lightning.modules.lagged_rollouts import LaggedRollouts
+from qed_lightning.modules.lagged_step import take_lagged_batch
 from qed_lightning.modules.preemptible_rollouts import step_rollouts
-from qed_lightning.modules.rank_failures import agree_on_failure
-from qed_lightning.modules.rl_metrics import step_metrics
+from qed_lightning.modules.micro_batch_loss import MicroBatchLoss
 from qed_lightning.modules.sharding import RootForward, shard_model
 from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
+from qed_lightning.modules.rl_step_log import log_rl_step
+from qed_lightning.modules.step_backward import accumulate_micro_batches, empty_totals, reduce_totals
+from qed_lightning.modules.weight_push import drain_before_push, push_weights
 from qed_lightning.optim import build_optimizer, build_scheduler
 from qed_lightning.precision_guard import check_update_resolution
 from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, ReasoningCacheSettings
 from qed_lightning.rollouts.datamodule import ProblemBatch
-from qed_lightning.rollouts.lagged import lag_metrics
 from qed_lightning.rollouts.microbatch import pack_rollouts
 from qed_lightning.rollouts.pending import PendingRollouts
 from qed_lightning.rollouts.producer import RolloutProducer
@@ -194,17 +191,11 @@ class GRPOModule(pl.LightningModule):
             raise ValueError("RL samples at a temperature > 0 (the trainer's log-probs divide by it)")
         self.automatic_optimization = False
         self.judge = judge
-        self.loss_fn, self.loss_args = get_policy_loss(loss), dict(loss_args or {})
+        self.micro_batch_loss = MicroBatchLoss(loss, loss_args or {}, loss_backend, self.hparams.mismatch_correction,
+                                               tis_cap, kl_coef, self.sampling.temperature, logprob_chunk_size)
         check_schedule(max_lag, judge_overlap, rollout_chunks, self.sampling, self.hparams.mismatch_correction,
-                       self.loss_fn, self.loss_args, self.rc_settings is not None, judge,
-                       self.hparams.background_generation, self.engine_settings.backend)
-        if loss_backend == "liger":
-            from qed_lightning.losses.liger import check_liger_policy_loss
-
-            check_liger_policy_loss(loss, self.loss_args)
-        self._policy_loss = {"torch": self._torch_policy_loss, "liger": self._liger_policy_loss}.get(loss_backend)
-        if self._policy_loss is None:
-            raise ValueError(f"loss_backend must be 'torch' or 'liger', got {loss_backend!r}")
+                       self.micro_batch_loss.loss_fn, self.micro_batch_loss.loss_args, self.rc_settings is not None,
+                       judge, self.hparams.background_generation, self.engine_settings.backend)
         if kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
         self.advantage_fn = get_advantage(advantage)
@@ -273,7 +264,7 @@ class GRPOModule(pl.LightningModule):
             self.producer = ReasoningCacheProducer(self.producer, self.rc_settings, self.summarizer, seed=hp.seed)
             self.checkpoint_state.register("reasoning_cache", self.producer)
         if hasattr(self.judge, "cache_reference"):
-            self.checkpoint_state.register("judge_cache", _JudgeCacheRef(self.judge))
+            self.checkpoint_state.register("judge_cache", JudgeCacheReference(self.judge))
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -295,18 +286,7 @@ class GRPOModule(pl.LightningModule):
         self._push_weights()
 
     def _push_weights(self) -> None:
-        """Every rank's engine gets the full weights of this step. Under FSDP they are
-        gathered one unit at a time (every rank takes part in each gather); a served
-        engine is shared by all ranks, so rank 0 pushes once and the others wait."""
-        self.engine.wake_up(["weights"])
-        weights = full_weights_for_push(self.policy)
-        if getattr(self.engine, "shared_by_ranks", False) and self.trainer.world_size > 1:
-            strategy = self.trainer.strategy
-            push_from_rank_zero(weights, lambda w: self.engine.load_weights(w, version=self.global_step),
-                                self.global_rank == 0, lambda flag: strategy.reduce_boolean_decision(flag, all=False))
-        else:
-            self.engine.load_weights(weights, version=self.global_step)
-        self.engine.wake_up(["kv_cache"])
+        push_weights(self)
 
     # ------------------------------------------------------------------ step
 
@@ -324,7 +304,7 @@ class GRPOModule(pl.LightningModule):
         hp = self.hparams
         step, t0 = self.global_step, time.perf_counter()
         if self.lagged is not None:
-            rollouts, from_saved = self._lagged_rollouts(batch.problems, step)
+            rollouts, from_saved = take_lagged_batch(self, batch.problems, step)
         else:
             rollouts, from_saved = step_rollouts(self.trainer, self.producer, self.pending_rollouts, batch.problems,
                                                  step)
@@ -346,12 +326,11 @@ class GRPOModule(pl.LightningModule):
 
         t1 = time.perf_counter()
         opt, sched = self.optimizers(), self.lr_schedulers()
-        totals = {"loss": 0.0, "token_count": 0.0, "clip_count": 0.0, "entropy_sum": 0.0, "ratio_sum": 0.0,
-                  "kl_sum": 0.0, "gap_sum": 0.0, "gap_max": 0.0, "is_sum": 0.0, "is_sq_sum": 0.0, "is_max": 0.0}
+        totals = empty_totals()
         if learnable:
             micro_batches = pack_rollouts(rollouts, adv, keep, hp.micro_batch_tokens, self.producer.pad_id)
             self._accumulate(micro_batches, norms, totals)
-        totals = self._reduce_totals(totals)
+        totals = reduce_totals(totals, self.trainer.world_size, self._sum_tensor, self._max_over_ranks)
         max_norm = hp.max_grad_norm if hp.max_grad_norm > 0 else float("inf")
         grad_norm = clip_grad_norm(self.policy, max_norm, self.trainer.strategy) if learnable else torch.tensor(0.0)
         ok = learnable and bool(torch.isfinite(grad_norm)) and torch.isfinite(torch.tensor(totals["loss"]))
@@ -372,165 +351,26 @@ class GRPOModule(pl.LightningModule):
         t2 = time.perf_counter()
         self._push_weights()
         t_sync = time.perf_counter() - t2
-        self._log_step(step, from_saved, rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
-                       {"rollout": t_rollout, "train": t_train, "sync": t_sync, "drain": t_drain})
+        log_rl_step(self, step, from_saved, rollouts, adv, keep, totals, grad_norm, ok, sched.get_last_lr()[0],
+                    {"rollout": t_rollout, "train": t_train, "sync": t_sync, "drain": t_drain})
 
     def _drain_engine(self) -> float:
-        """With background generation, the seconds the push waited for the batches ahead
-        to finish generating: a push never lands while a request runs, on any rank (the
-        servers are shared, so the ranks meet at a barrier before rank 0 pushes)."""
-        if self.lagged is None or not self.lagged.background:
-            return 0.0
-        start = time.perf_counter()
-        self.lagged.drain()
-        if self.trainer.world_size > 1:
-            self.trainer.strategy.barrier("qed_lightning.drained")
-        return time.perf_counter() - start
-
-    def _lagged_rollouts(self, problems, step: int):
-        """Batch ``step`` of a lagged run, the batches ahead launched (every rank fails
-        together, as in ``step_rollouts``)."""
-        if self.pending_rollouts.step is not None:
-            raise ValueError(f"the checkpoint holds step {self.pending_rollouts.step}'s rollouts saved by an "
-                             "on-policy run's preemption: resume it with max_lag 0")
-        trainer = self.trainer
-        last = trainer.max_steps - 1 if trainer.max_steps is not None and trainer.max_steps > 0 else None
-        batch, metrics, from_saved = agree_on_failure(
-            lambda: self.lagged.take(step, problems, lambda s: problems_ahead(trainer, s), last,
-                                     trainer.global_rank, trainer.world_size), f"step {step}: lagged rollouts")
-        self.producer.last_metrics = metrics
-        return batch, from_saved
+        return drain_before_push(self)
 
     def teardown(self, stage: str) -> None:
         if self.lagged is not None:
             self.lagged.close()
 
     def _accumulate(self, micro_batches: list, norms: StepNorms, totals: dict) -> None:
-        """Backward every micro-batch of the step (the same count on every rank, see
-        ``collective_steps``), adding their sums into ``totals``."""
-        strategy = self.trainer.strategy
-        count = micro_batch_count(strategy, len(micro_batches), self.trainer.world_size, self.device)
-        for i in range(count):
-            with backward_sync(strategy, enabled=i == count - 1):
-                if i >= len(micro_batches):
-                    self.manual_backward(self._policy_root(zero_loss, self.producer.pad_id))
-                    continue
-                loss, metrics, diff = self._micro_loss(micro_batches[i], norms)
-                self.manual_backward(loss)
-            totals["loss"] += float(loss.detach())
-            for k in ("token_count", "clip_count", "entropy_sum", "ratio_sum", "kl_sum"):
-                totals[k] += float(metrics[k])
-            gap, weight = diff.abs(), diff.double().exp()  # [M]: |log-prob gap|, pi_trainer / pi_engine
-            totals["gap_sum"] += float(gap.sum())
-            totals["gap_max"] = max(totals["gap_max"], float(gap.max()) if gap.numel() else 0.0)
-            totals["is_sum"] += float(weight.sum())
-            totals["is_sq_sum"] += float((weight * weight).sum())
-            totals["is_max"] = max(totals["is_max"], float(weight.max()) if weight.numel() else 0.0)
+        accumulate_micro_batches(self, micro_batches, norms, totals)
 
-    def _reduce_totals(self, totals: dict) -> dict:
-        """The step's sums over all ranks; ``loss`` becomes the step's objective (each
-        rank's loss carries the world-size factor DDP's averaging takes out)."""
-        world = self.trainer.world_size
-        if world == 1:
-            return totals
-        maxima = ("gap_max", "is_max")
-        keys = [k for k in totals if k not in maxima]
-        summed = self._sum_tensor(torch.tensor([totals[k] for k in keys], dtype=torch.float64))
-        out = dict(zip(keys, summed.tolist()))
-        out["loss"] /= world
-        for key in maxima:
-            out[key] = float(self.trainer.strategy.reduce(torch.tensor(totals[key], device=self.device),
-                                                          reduce_op="max"))
-        return out
+    def _max_over_ranks(self, value: float) -> float:
+        return float(self.trainer.strategy.reduce(torch.tensor(value, device=self.device), reduce_op="max"))
 
     def _micro_loss(self, mb, norms: StepNorms):
-        mb_inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in mb.model_kwargs().items()}
-        predict_at = mb.predict_at.to(self.device)
-        tokens = _Tokens(mb.targets.to(self.device), mb.old_logp.to(self.device), mb.advantages.to(self.device),
-                         mb.seq.to(self.device), self._reference_logp(mb_inputs, predict_at, mb.targets))
-
-        def run(policy):  # inside the root's forward: under FSDP2 the LM head is gathered
-            hidden = policy.base_model(**mb_inputs).last_hidden_state  # [1, L, H]
-            hidden = hidden.reshape(-1, hidden.shape[-1])[predict_at]  # [M, H]
-            return self._policy_loss(hidden, _head_weight(policy), tokens, norms)
-
-        loss, metrics, logp = self._policy_root(run)
-        return loss, metrics, logp.detach() - tokens.engine_logp  # [M]
-
-    def _old_logp_and_weight(self, trainer_logp, engine_logp):
-        """ratio mode: old = engine log-probs, no weight; tis: old = trainer's (detached)
-        and each token weighted by min(pi_trainer / pi_engine, tis_cap)."""
-        if self.hparams.mismatch_correction == "tis":
-            old = trainer_logp.detach()
-            return old, (old - engine_logp).exp().clamp(max=self.hparams.tis_cap)  # [M]
-        return engine_logp, None
-
-    def _objective(self, logp, entropy, t: "_Tokens", norms: StepNorms):
-        """The registered loss on ``logp`` with the mismatch setting applied; also
-        returns the old log-probs and per-token weight it used."""
-        old, token_weight = self._old_logp_and_weight(logp, t.engine_logp)
-        advantages = t.advantages if token_weight is None else t.advantages * token_weight
-        loss, metrics = self.loss_fn(logp, old, advantages, t.seq, entropy, norms, ref_logp=t.ref_logp,
-                                     kl_coef=self.hparams.kl_coef, **self.loss_args)
-        return loss, metrics, old, token_weight
-
-    def _torch_policy_loss(self, hidden, weight, t: "_Tokens", norms: StepNorms):
-        logp, entropy = token_logprobs_and_entropy(hidden, weight, t.targets, self.sampling.temperature,
-                                                   self.hparams.logprob_chunk_size)
-        loss, metrics, _, _ = self._objective(logp, entropy, t, norms)
-        return loss, metrics, logp
-
-    def _liger_policy_loss(self, hidden, weight, t: "_Tokens", norms: StepNorms):
-        from qed_lightning.losses.liger import liger_policy_loss
-
-        with torch.no_grad():  # Liger returns no log-probs: metrics, the gap and tis need them
-            logp, entropy = token_logprobs_and_entropy(hidden, weight, t.targets, self.sampling.temperature,
-                                                       self.hparams.logprob_chunk_size)
-            _, metrics, old, token_weight = self._objective(logp, entropy, t, norms)
-        loss = liger_policy_loss(self.hparams.loss, hidden, weight, t.targets, old, t.advantages, t.seq, norms,
-                                 self.sampling.temperature, self.loss_args, ref_logp=t.ref_logp,
-                                 kl_coef=self.hparams.kl_coef, token_weight=token_weight)
-        return loss, metrics, logp
-
-    @torch.no_grad()
-    def _reference_logp(self, mb_inputs, predict_at, targets) -> torch.Tensor | None:
-        if self.reference is None:
-            return None
-
-        def run(reference):
-            hidden = reference.base_model(**mb_inputs).last_hidden_state  # [1, L, H]
-            hidden = hidden.reshape(-1, hidden.shape[-1])[predict_at]  # [M, H]
-            logp, _ = token_logprobs_and_entropy(hidden, _head_weight(reference), targets.to(self.device),
-                                                 self.sampling.temperature, self.hparams.logprob_chunk_size)
-            return logp
-
-        with torch.no_grad():
-            return self._reference_root(run)
-
-    def _log_step(self, step, from_saved, rollouts, adv, keep, totals, grad_norm, ok, lr, seconds) -> None:
-        metrics = step_metrics(rollouts, adv, keep, totals, grad_norm, ok, lr, seconds)
-        if rollouts.versions is not None:
-            metrics.update(lag_metrics(rollouts.versions, step))
-        metrics.update(self.producer.last_metrics)
-        metrics["rollout/from_saved"] = float(from_saved)  # 1: trained on rollouts saved at a preemption
-        metrics.update(getattr(self.engine, "last_sync", {}))
-        # Under DDP each rank holds equal shares of the step (whole groups, same n):
-        # the mean over ranks of a rank's mean is the step's mean; maxima take the max.
-        sync = self.trainer.world_size > 1
-        if sync:
-            metrics = same_keys_on_every_rank(metrics)
-        # Counts add up over ranks.
-        maxima = {k: v for k, v in metrics.items() if k.endswith("_max")}
-        minima = {k: v for k, v in metrics.items() if k.endswith("_min")}
-        counts = {k: v for k, v in metrics.items() if k in _COUNT_METRICS}
-        means = {k: v for k, v in metrics.items() if k not in maxima and k not in minima and k not in counts}
-        for group, fx in ((means, "mean"), (maxima, "max"), (minima, "min"), (counts, "sum")):
-            self.log_dict(group, on_step=True, on_epoch=False, batch_size=rollouts.num_samples, sync_dist=sync,
-                          reduce_fx=fx)
-        self.log("reward", metrics["reward/mean"], prog_bar=True, logger=False, batch_size=rollouts.num_samples)
-        recorded = self._recorder.last_rows if self._recorder is not None else None
-        if self.global_rank == 0 and recorded is not None and recorded[0] == step:
-            log_rollout_table(self.loggers, step, recorded[1])
+        """(loss, metrics, log-prob gap ``[M]``) of one packed micro-batch."""
+        reference_root = self._reference_root if self.reference is not None else None
+        return self.micro_batch_loss(self._policy_root, reference_root, mb, norms, self.device)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -551,38 +391,3 @@ class GRPOModule(pl.LightningModule):
         if self.reference is not None and "state_dict" in checkpoint:
             # Runs before the weights load: strict loading finds the reference's own tensors.
             checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
-
-
-_COUNT_METRICS = frozenset({"train/kept_samples", "rollout/completion_tokens", "rollout/skipped_long_prompts",
-                            "rollout/too_old_samples"})
-
-
-@dataclass
-class _Tokens:
-    """The flat per-token inputs of one micro-batch's policy loss (all [M])."""
-
-    targets: torch.Tensor
-    engine_logp: torch.Tensor
-    advantages: torch.Tensor
-    seq: torch.Tensor
-    ref_logp: torch.Tensor | None
-
-
-def _head_weight(model) -> torch.Tensor:
-    head = model.get_output_embeddings()
-    if getattr(head, "bias", None) is not None:
-        raise NotImplementedError("LM heads with a bias are not supported by the RL log-prob pass")
-    return head.weight
-
-
-class _JudgeCacheRef:
-    """Checkpoints record where the judge's verdict cache is, never its contents."""
-
-    def __init__(self, judge) -> None:
-        self.judge = judge
-
-    def state_dict(self) -> dict:
-        return {"reference": self.judge.cache_reference()}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass  # informational: the cache is found again through the judge's own settings
