@@ -47,8 +47,8 @@ from qed_lightning.data_pipeline.requests import CallSettings  # noqa: E402
 from qed_lightning.data_pipeline.store import ResultStore  # noqa: E402
 from qed_lightning.data_pipeline.summary import Summary  # noqa: E402
 from qed_lightning.judging import LLMJudge, load_template  # noqa: E402
-from qed_lightning.judging.fault_server_handle import FaultServer  # noqa: E402
 from qed_lightning.judging.openai_client import OpenAICompatibleClient  # noqa: E402
+from qed_lightning.testing.fault_server_handle import FaultServer  # noqa: E402
 
 REPLY = "<think>" + "Plan the proof. " * 40 + "</think>" + "Proof step. " * 60
 
@@ -151,7 +151,7 @@ class InstantEngine:
 
 def part_c(args, tmp: Path) -> dict:
     from qed_lightning.rollouts.producer import RolloutProducer
-    from qed_lightning.tiny import build_tiny_tokenizer
+    from qed_lightning.models.tiny import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer(template="smollm2")
     n, problems = 8, max(4, args.requests // 8)

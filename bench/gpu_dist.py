@@ -241,7 +241,7 @@ def qed_fit_on_gpus(args) -> dict:
     import csv
     import math
 
-    from qed_lightning import tiny
+    from qed_lightning.models import tiny
 
     config, extra, strategy = RUNS[args.part]
     if strategy == "FSDP2":

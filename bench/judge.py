@@ -53,10 +53,10 @@ import httpx  # noqa: E402
 
 from qed_lightning.contracts import GradingItem, Problem  # noqa: E402
 from qed_lightning.judging import JudgeRequest, LLMJudge, load_template  # noqa: E402
-from qed_lightning.judging.fault_server_handle import FaultServer  # noqa: E402
 from qed_lightning.judging.openai_client import OpenAICompatibleClient  # noqa: E402
 from qed_lightning.judging.bench import JudgeEnsemble  # noqa: E402
 from qed_lightning.judging.bench.run import judge_bench  # noqa: E402
+from qed_lightning.testing.fault_server_handle import FaultServer  # noqa: E402
 
 MODEL = "bench-judge"
 PROBLEM = Problem("bench-even-sum", "Prove that the sum of two even integers is even.",

@@ -90,7 +90,7 @@ def _allreduce_worker(rank: int, world: int, port: int, numel: int, repeats: int
 def allreduce_seconds(numel: int, repeats: int = 5) -> float:
     import torch.multiprocessing as mp
 
-    from qed_lightning.vllm_serve import free_port
+    from qed_lightning.engines.vllm_serve import free_port
 
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         mp.spawn(_allreduce_worker, args=(2, free_port(), numel, repeats, f.name), nprocs=2, join=True)

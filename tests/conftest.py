@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from qed_lightning import tiny
+from qed_lightning.models import tiny
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +52,7 @@ def served_policy(tiny_model_dir, tmp_path_factory):
     own weights before they generate."""
     pytest.importorskip("vllm", reason="vllm is not installed (make install)")
     from qed_lightning.engines.served_engine import SERVER_ENV, served_policy_args
-    from qed_lightning.vllm_serve import VLLMServer
+    from qed_lightning.engines.vllm_serve import VLLMServer
 
     log = tmp_path_factory.mktemp("served") / "server.log"
     with VLLMServer(tiny_model_dir, served_name="policy", dtype="float32", max_model_len=512,

@@ -11,8 +11,8 @@ import pytest
 from qed_lightning.cli import main, run_cli
 from qed_lightning.data_pipeline.requests import CallSettings
 from qed_lightning.data_pipeline.rubrics import rubrics
-from qed_lightning.judging.fault_server_handle import FaultServer
 from qed_lightning.judging.openai_client import OpenAICompatibleClient
+from qed_lightning.testing.fault_server_handle import FaultServer
 
 pytestmark = pytest.mark.slow
 

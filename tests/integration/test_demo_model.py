@@ -1,4 +1,4 @@
-"""Integration tests for qed_lightning.demo_model (SmolLM2-135M-Instruct from the PyPI wheel).
+"""Integration tests for qed_lightning.models.demo (SmolLM2-135M-Instruct from the PyPI wheel).
 
 The real-model tests (marked ``network`` and ``slow``) share one module-scoped fixture that
 calls ``demo_model_dir()`` with the *default* cache (``$QED_CACHE_DIR``, else
@@ -21,8 +21,8 @@ import zipfile
 
 import pytest
 
-from qed_lightning import demo_model
-from qed_lightning.demo_model import (
+from qed_lightning.models import demo
+from qed_lightning.models.demo import (
     DEMO_MODEL_NAME,
     DEMO_WHEEL,
     DemoModelUnavailable,
@@ -218,4 +218,4 @@ def test_cache_root_env(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_root() == tmp_path / "home" / ".cache" / "qed_lightning"
-    assert demo_model.DEMO_MODEL_NAME == "SmolLM2-135M-Instruct"
+    assert demo.DEMO_MODEL_NAME == "SmolLM2-135M-Instruct"

@@ -12,8 +12,8 @@ import yaml
 from qed_lightning.cli import main
 from qed_lightning.contracts import GradingItem, Problem
 from qed_lightning.judging import JudgeUnavailableError, LLMJudge
-from qed_lightning.judging.fault_server_handle import FaultServer
 from qed_lightning.judging.openai_client import OpenAICompatibleClient
+from qed_lightning.testing.fault_server_handle import FaultServer
 
 PROBLEM = Problem("p", "Prove that 2 is even.", rubric="7: 2 = 2*1")
 FAST = dict(timeout_s=5, max_attempts=3, backoff_s=0.01, max_backoff_s=0.05)

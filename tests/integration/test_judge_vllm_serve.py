@@ -22,7 +22,7 @@ PROBLEM = Problem("p", "Prove that the sum of two even numbers is even.", rubric
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    from qed_lightning.vllm_serve import VLLMServer
+    from qed_lightning.engines.vllm_serve import VLLMServer
 
     with VLLMServer(tiny_model_dir, max_model_len=2048, log_path=tmp_path_factory.mktemp("vllm") / "serve.log") as s:
         yield s

@@ -89,7 +89,7 @@ def test_a_server_holding_other_weights_is_stamped_with_them(engine, tiny_model,
 
 def test_an_unreachable_server_is_retried_counted_and_reported(tmp_path):
     from qed_lightning.engines.served_engine import ServedEngine, ServedEngineError
-    from qed_lightning.vllm_serve import free_port
+    from qed_lightning.engines.vllm_serve import free_port
 
     dead = ServedEngine([f"http://127.0.0.1:{free_port()}"], weights_dir=str(tmp_path), max_attempts=3)
     with pytest.raises(ServedEngineError, match="failed after 3 attempts: ConnectError"):

@@ -16,10 +16,10 @@ from qed_lightning.data_pipeline.inputs import read_inputs
 from qed_lightning.data_pipeline.store import ResultStore
 from qed_lightning.data_pipeline.summary import Summary
 from qed_lightning.judging import LLMJudge
-from qed_lightning.judging.fault_server_handle import FaultServer
 from qed_lightning.judging.openai_client import OpenAICompatibleClient
 from qed_lightning.rollouts.problems import ProblemColumns, rows_to_problems
 from qed_lightning.rollouts.producer import RolloutProducer
+from qed_lightning.testing.fault_server_handle import FaultServer
 
 # completions per problem; the grader's verdict is the SCORE= in the graded completion
 SCRIPT = {

@@ -17,8 +17,8 @@ from qed_lightning.data_pipeline.distill import distill
 from qed_lightning.data_pipeline.requests import CallSettings
 from qed_lightning.judging import LLMJudge
 from qed_lightning.judging.client import JudgeReply
-from qed_lightning.judging.fault_server_handle import FaultServer
 from qed_lightning.judging.openai_client import OpenAICompatibleClient
+from qed_lightning.testing.fault_server_handle import FaultServer
 
 REPLY = "<think>Plan SCORE={score}.</think>\n\nProof for SCORE={score}."
 CALLS = CallSettings(chunk_size=1, workers=4, progress=False)

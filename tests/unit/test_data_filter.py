@@ -8,8 +8,8 @@ from pathlib import Path
 from qed_lightning.data_pipeline.classify import KeepRule
 from qed_lightning.data_pipeline.filter_problems import filter_problems
 from qed_lightning.data_pipeline.requests import CallSettings
-from qed_lightning.judging.fault_server_handle import FaultServer
 from qed_lightning.judging.openai_client import OpenAICompatibleClient
+from qed_lightning.testing.fault_server_handle import FaultServer
 
 REPLY = ('Assessment first.\n```json\n{"incomplete": false, "difficulty": {score}, "gaps": false, "wrong": false, '
          '"disagreement": false, "computational": false}\n```')

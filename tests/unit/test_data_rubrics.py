@@ -7,10 +7,10 @@ from pathlib import Path
 
 from qed_lightning.data_pipeline.requests import CallSettings
 from qed_lightning.data_pipeline.rubrics import rubrics
-from qed_lightning.judging.fault_server_handle import FaultServer
 from qed_lightning.judging.openai_client import OpenAICompatibleClient
 from qed_lightning.rollouts.problems import ProblemColumns, rows_to_problems
 from qed_lightning.data.sources import iter_rows
+from qed_lightning.testing.fault_server_handle import FaultServer
 
 # valid exactly when the problem says SCORE=2 (3 + 2 + 2 = 7)
 SCHEME = ("<think>draft</think>Here is the scheme.\n## Checkpoints (7 points total)\n- (3 pts) Key idea.\n"

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from qed_lightning.judging.fault_server_handle import FaultServer
-from qed_lightning.judging.fault_server import CONTEXT_LENGTH_MESSAGE, NO_VERDICT_TEXT
+from qed_lightning.testing.fault_server_handle import FaultServer
+from qed_lightning.testing.fault_server import CONTEXT_LENGTH_MESSAGE, NO_VERDICT_TEXT
 
 CHAT, RESPONSES = "/v1/chat/completions", "/v1/responses"
 REASONING = "Weighing the proof."
@@ -208,7 +208,7 @@ def test_unknown_config_key_is_rejected_in_parent_and_child():
     with pytest.raises(ValueError, match="bogus_key"):
         FaultServer(bogus_key=1)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    result = subprocess.run([sys.executable, "-m", "qed_lightning.judging.fault_server", "--config", '{"bogus_key": 1}'],
+    result = subprocess.run([sys.executable, "-m", "qed_lightning.testing.fault_server", "--config", '{"bogus_key": 1}'],
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 2 and "bogus_key" in result.stderr
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from qed_lightning.cli import main
-from qed_lightning.judging.fault_server import DEFAULTS, NO_VERDICT_TEXT
-from qed_lightning.judging.fault_server_handle import FaultServer
+from qed_lightning.testing.fault_server import DEFAULTS, NO_VERDICT_TEXT
+from qed_lightning.testing.fault_server_handle import FaultServer
 
 # (human, planned grader score or None = the server gives no verdict), per problem
 PLAN = {"p1": [(7, 7), (3, 4), (0, 0)], "p2": [(5, 2), (5, 5)], "p3": [(6, None)]}

@@ -9,7 +9,7 @@ from qed_lightning.data.rendering import (
     render_sft_example,
     template_keeps_reasoning,
 )
-from qed_lightning.tiny import build_tiny_tokenizer
+from qed_lightning.models.tiny import build_tiny_tokenizer
 
 REASONING = "Check small cases: 1, 3, 5.\nThe pattern is clear."
 RESPONSE = "Proof. By induction on n, the sum is n^2."

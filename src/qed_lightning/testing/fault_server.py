@@ -6,7 +6,7 @@ client's timeout) and that has a finite capacity, so they can check that the HTT
 client retries, gives up, and scales the way it should. This module is standard library
 only and runs in its own process, bound to 127.0.0.1:
 
-    python -m qed_lightning.judging.fault_server --port 0 --config '{"fault_rate": 0.2}'
+    python -m qed_lightning.testing.fault_server --port 0 --config '{"fault_rate": 0.2}'
 
 prints ``PORT <n>`` once listening and serves ``/v1/chat/completions``, ``/v1/responses``,
 ``/health``, ``/stats``, ``/reset_stats`` and ``/shutdown``. It stops by itself when idle,

@@ -54,7 +54,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
-from qed_lightning.gguf_convert import REQUIRED_FILES, GGUFConversionError, convert_gguf
+from qed_lightning.models.gguf_convert import REQUIRED_FILES, GGUFConversionError, convert_gguf
 
 try:  # POSIX only; without it the build simply runs unlocked.
     import fcntl

@@ -15,14 +15,14 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _demo_dir() -> Path:
-    from qed_lightning.demo_model import demo_model_dir
+    from qed_lightning.models.demo import demo_model_dir
 
     return demo_model_dir()
 
 
 def _tiny_dir(template: str) -> Callable[[], Path]:
     def build() -> Path:
-        from qed_lightning.tiny import tiny_model_dir
+        from qed_lightning.models.tiny import tiny_model_dir
 
         return tiny_model_dir(template=template)
 

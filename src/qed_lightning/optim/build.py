@@ -13,7 +13,7 @@ def _adamw(params, lr: float, weight_decay: float, betas: tuple[float, float]) -
 
 
 def _adamw_8bit(params, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
-    from qed_lightning.bnb import adamw_8bit
+    from qed_lightning.optim.bnb import adamw_8bit
 
     return adamw_8bit(params, lr=lr, weight_decay=weight_decay, betas=betas)
 

@@ -1,0 +1,6 @@
+"""Helpers for tests and benchmarks, not for training runs.
+
+``testing.fault_server`` is a fault-injecting OpenAI-compatible server (standard
+library only, run in its own process) and ``testing.fault_server_handle.FaultServer``
+starts and stops it from a test or a benchmark. Both are imported by name.
+"""
