@@ -16,7 +16,7 @@ EVAL_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "eval" or p.name == "
 SCAFFOLD_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "scaffolds"]
 DATA_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name == "data" or p.name.startswith("data_")]  # `qed data <step>`
 # Configs that go on top of another (the base config they extend).
-OVERLAYS = {"rl/qed_nano_overlap.yaml": "rl/qed_nano.yaml"}
+OVERLAYS = {"rl/qed_nano_overlap.yaml": "rl/qed_nano.yaml", "rl/qed_nano_served.yaml": "rl/qed_nano.yaml"}
 CONFIGS = [p for p in ALL_CONFIGS if p not in JUDGE_CONFIGS + JUDGE_BENCH_CONFIGS + EVAL_CONFIGS + SCAFFOLD_CONFIGS
            + DATA_CONFIGS]
 

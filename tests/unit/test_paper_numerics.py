@@ -202,9 +202,15 @@ def test_paper_config_moves_the_weights_like_an_fp32_master(name, tiny_model_dir
     assert grad_err < 1e-6, f"{name}: gradients accumulated off the fp32 sum by {grad_err:.2e}"
 
 
-def test_the_overlap_overlay_keeps_the_rl_configs_numerics():
-    """configs/rl/qed_nano_overlap.yaml goes on top of the RL config and changes only the
-    schedule: the RL config's numerics tested above are the overlay run's numerics."""
-    overlay = yaml.safe_load((ROOT / "configs/rl/qed_nano_overlap.yaml").read_text())
+@pytest.mark.parametrize("name", ["qed_nano_overlap.yaml", "qed_nano_served.yaml"])
+def test_the_overlap_overlays_keep_the_rl_configs_numerics(name):
+    """configs/rl/qed_nano_overlap.yaml and qed_nano_served.yaml go on top of the RL
+    config and change only the schedule and where generation runs (never a dtype,
+    precision, optimizer or loss setting): the RL config's numerics tested above are the
+    overlay runs' numerics."""
+    overlay = yaml.safe_load((ROOT / "configs/rl" / name).read_text())
     assert set(overlay) == {"model"} and set(overlay["model"]) == {"init_args"}
-    assert set(overlay["model"]["init_args"]) <= {"max_lag", "judge_overlap", "mismatch_correction"}
+    args = overlay["model"]["init_args"]
+    assert set(args) <= {"max_lag", "judge_overlap", "mismatch_correction", "background_generation", "engine"}
+    assert set(args.get("engine", {})) <= {"backend", "served_model", "base_urls", "weights_dir", "max_model_len",
+                                           "request_timeout_s", "sync_timeout_s"}
