@@ -102,7 +102,7 @@ def run_cli(args: Sequence[str] | None = None, run: bool = True):
 
 
 SUBCOMMANDS = {"judge bench": "measure judges against human grades (agreement with bootstrap intervals, cost, "
-                               "a report); --compare A B compares two earlier runs"}
+                               "a report); --compare '[A,B]' compares two earlier runs"}
 
 
 def _description(command: str) -> str:

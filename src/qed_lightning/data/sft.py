@@ -55,7 +55,7 @@ class SFTDataModule(pl.LightningDataModule):
         on_overlong: ``drop`` (count and log) or ``error`` (name the row).
         on_bad_row: ``error`` (stop, naming file, row and column) or ``skip`` (count by
             reason, log the first rows of each, and log the counts as ``data/skipped/*``
-            metrics). See "Data validation" in the README.
+            metrics). See "Data validation" in docs/data.md.
         samples_per_step: Samples per optimizer step, across all ranks (global batch).
         packing: Pack samples into rows with per-sample position ids; else pad.
         micro_batch_tokens: Tokens per packed micro-batch row (>= max_length).

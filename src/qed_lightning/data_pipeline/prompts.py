@@ -1,5 +1,5 @@
 """The prompts of ``qed data rubrics`` and ``qed data filter``, in this project's own
-words (the roles and rules follow the released QED-Nano pipeline; see the README's
+words (the roles and rules follow the released QED-Nano pipeline; see docs/data.md,
 "Building datasets"). Placeholders are filled in one pass (``placeholders.fill``), never with
 ``str.format``: problems and proofs are full of braces."""
 from __future__ import annotations

@@ -7,7 +7,7 @@ concurrency and fault handling are the judge stack's). Verdicts are appended to
 skips proofs that already have a verdict and regrades the failed ones, like ``qed
 judge``. Then every metric (``metrics.py``) with a bootstrap interval over problems
 (``bootstrap.py``), the paired difference of each judge to the first one, and the
-report (``report.py``) are written. ``--compare A B`` compares two earlier runs'
+report (``report.py``) are written. ``--compare '[A,B]'`` compares two earlier runs'
 ``metrics.json`` instead of grading.
 """
 from __future__ import annotations
@@ -181,7 +181,7 @@ def judge_bench(
         return report.compare_runs(compare[0], compare[1], out_dir, n_boot, seed, level)
     if not judges:
         raise ValueError("qed judge bench needs --judges (label -> judge; see configs/judge/bench_demo.yaml) "
-                         "or --compare A B")
+                         "or --compare '[A,B]'")
     if bad_labels := [lb for lb in judges if not _LABEL.fullmatch(lb)]:
         raise ValueError(f"judge labels name directories: letters, digits, '_', '.', '-' only; got {bad_labels}")
     if failures not in FAILURE_POLICIES:
