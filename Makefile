@@ -28,7 +28,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install
-	$(BIN)/python -m qed_lightning.demo
+	$(BIN)/python -m qed_lightning.cli.demo
 
 # The data pipeline end to end on the demo problems (minutes on a CPU): distill, rubrics,
 # difficulty, decontamination against IMO-ProofBench (IMOBENCH: the directory holding the

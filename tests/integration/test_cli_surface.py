@@ -163,7 +163,7 @@ def run():
         warnings.warn("old API", FutureWarning, stacklevel=1)
         warnings.warn("old API", FutureWarning, stacklevel=1)  # same text, another line
     logging.getLogger("qed_lightning.rollouts").info("step %d: mean reward %.2f", 0, 0.5)
-    from qed_lightning.log_setup import attach_log_file, detach_log_file
+    from qed_lightning.cli.log_setup import attach_log_file, detach_log_file
     attach_log_file(Path(sys.argv[1]) / "qed.log")
     lib.warning("Attempted to load weight %s with dtype %s", "lm_head", "float32")
     detach_log_file()  # the run is over: the next run's lines wait for the next run's file

@@ -2,19 +2,19 @@
 attention (varlen boundaries from the position ids); CPU keeps transformers' default."""
 import logging
 
-from qed_lightning.attention import choose_attention
+from qed_lightning.models.attention import choose_attention
 from qed_lightning.models import load_policy
 
 
 def test_cuda_prefers_flash_attention_and_warns_without_it(caplog):
     assert choose_attention(None, cuda=True, flash_available=True) == "flash_attention_2"
-    with caplog.at_level(logging.WARNING, logger="qed_lightning.attention"):
+    with caplog.at_level(logging.WARNING, logger="qed_lightning.models.attention"):
         assert choose_attention(None, cuda=True, flash_available=False) == "sdpa"
     assert "dense [L, L] mask" in caplog.text
 
 
 def test_cpu_keeps_the_default_and_an_explicit_choice_wins(caplog):
-    with caplog.at_level(logging.WARNING, logger="qed_lightning.attention"):
+    with caplog.at_level(logging.WARNING, logger="qed_lightning.models.attention"):
         assert choose_attention(None, cuda=False, flash_available=False) is None
         assert choose_attention("eager", cuda=True, flash_available=True) == "eager"
     assert caplog.text == ""

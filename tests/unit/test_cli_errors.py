@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from qed_lightning.cli_errors import user_error_message
+from qed_lightning.cli.errors import user_error_message
 from qed_lightning.errors import QedUserError
 from qed_lightning.judging.answer import extract_answer
 from qed_lightning.seeding import run_seed

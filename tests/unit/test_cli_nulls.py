@@ -1,5 +1,5 @@
 """``null`` two and three class levels deep on the command line (jsonargparse reads it
-as the string 'None' there; ``cli_nulls`` rewrites such arguments into mappings)."""
+as the string 'None' there; ``cli.nulls`` rewrites such arguments into mappings)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import json
 import pytest
 from jsonargparse import ArgumentParser
 
-from qed_lightning.cli_nulls import NullSafeArgs, class_options, nest_nested_nulls
+from qed_lightning.cli.nulls import NullSafeArgs, class_options, nest_nested_nulls
 
 
 class Client:

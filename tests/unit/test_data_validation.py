@@ -375,7 +375,7 @@ def test_qed_fit_sft_data_setup_skips_and_counts(tiny_model_dir, tmp_path):
 
 
 def test_qed_eval_prints_the_skipped_rows_beside_the_report(monkeypatch, capsys):
-    from qed_lightning import cli
+    from qed_lightning.cli import commands as cli
 
     summary = {"report": "out/report.md", "skipped_rows": 3, "skipped_by_reason": {"wrong_type": 2, "empty": 1}}
     monkeypatch.setattr(cli, "eval_command", lambda args: summary)

@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from qed_lightning.demo import summarize, summarize_rl
+from qed_lightning.cli.demo import summarize, summarize_rl
 
 
 def write(path, rows):

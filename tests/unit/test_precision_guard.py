@@ -6,7 +6,7 @@ import torch
 from qed_lightning.judging import RuleJudge
 from qed_lightning.modules import GRPOModule, SFTModule
 from qed_lightning.modules.rl_settings import EngineSettings
-from qed_lightning.precision_guard import check_update_resolution, half_ulp, resolvable_counts
+from qed_lightning.optim.precision_guard import check_update_resolution, half_ulp, resolvable_counts
 
 # bf16 keeps 8 significant bits: half an ulp at |x| in [2^k, 2^(k+1)) is 2^(k-8)
 VALUES = [1.0, -0.5, 0.02, 2**-11, 2**-12, -(2**-12), 0.0]

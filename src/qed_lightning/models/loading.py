@@ -91,7 +91,7 @@ def load_policy(name: str, revision: str | None = None, dtype: str = "float32", 
     from transformers import AutoModelForCausalLM
     from transformers.utils import is_flash_attn_2_available
 
-    from qed_lightning.attention import choose_attention
+    from qed_lightning.models.attention import choose_attention
 
     path = resolve_model_path(name)
     kwargs = {} if _is_local(path) else {"revision": revision}

@@ -37,7 +37,7 @@ from qed_lightning.modules.rl_step_log import log_rl_step
 from qed_lightning.modules.step_backward import accumulate_micro_batches, empty_totals, reduce_totals
 from qed_lightning.modules.weight_push import drain_before_push, push_weights
 from qed_lightning.optim import build_optimizer, build_scheduler
-from qed_lightning.precision_guard import check_update_resolution
+from qed_lightning.optim.precision_guard import check_update_resolution
 from qed_lightning.reasoning_cache.producer import ReasoningCacheProducer, ReasoningCacheSettings
 from qed_lightning.rollouts.datamodule import ProblemBatch
 from qed_lightning.rollouts.microbatch import pack_rollouts
@@ -268,7 +268,7 @@ class GRPOModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        # bf16 weights stepped in place at an lr they cannot resolve: refused (precision_guard)
+        # bf16 weights stepped in place at an lr they cannot resolve: refused (optim.precision_guard)
         check_update_resolution(self.policy.parameters(), optimizer=hp.optimizer, lr=hp.lr, model_dtype=hp.dtype,
                                 precision=self.trainer.precision, reduce=self._sum_tensor)
         opt = build_optimizer(hp.optimizer, self.policy.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,

@@ -22,7 +22,7 @@ from qed_lightning.modules.collective_steps import (backward_sync, check_step_st
 from qed_lightning.modules.lm_loss import CausalLMWithLoss
 from qed_lightning.modules.sharding import shard_model
 from qed_lightning.optim import build_optimizer, build_scheduler
-from qed_lightning.precision_guard import check_update_resolution
+from qed_lightning.optim.precision_guard import check_update_resolution
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class SFTModule(pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         strategy = self.trainer.strategy
-        # bf16 weights stepped in place at an lr they cannot resolve: refused (precision_guard)
+        # bf16 weights stepped in place at an lr they cannot resolve: refused (optim.precision_guard)
         check_update_resolution(self.lm.parameters(), optimizer=hp.optimizer, lr=hp.lr, model_dtype=hp.dtype,
                                 precision=self.trainer.precision,
                                 reduce=lambda t: strategy.reduce(t.to(self.device), reduce_op="sum"))

@@ -35,7 +35,8 @@ VERBOSE_ENV = {"VLLM_CONFIGURE_LOGGING": "0"}
 _state: dict = {}
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# The whole package (src/qed_lightning/), not only this module's cli/ folder.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _is_project(record: logging.LogRecord) -> bool:
@@ -205,7 +206,7 @@ def adopt_library_loggers() -> None:
 
 def detach_log_file() -> None:
     """Close the run's log file (its run is over); what follows waits for the next one,
-    e.g. the next stage of ``python -m qed_lightning.demo``."""
+    e.g. the next stage of ``python -m qed_lightning.cli.demo``."""
     pending: PendingFileHandler | None = _state.get("file")
     if pending is not None:
         pending.close_file()

@@ -2,7 +2,7 @@
 an in-process judge, then an evaluation of the RL export, each followed by a summary
 of where everything went and how the run went.
 
-``python -m qed_lightning.demo`` runs all three; ``python -m qed_lightning.demo sft
+``python -m qed_lightning.cli.demo`` runs all three; ``python -m qed_lightning.cli.demo sft
 --trainer.max_epochs=1`` (or ``rl ...``, ``eval ...``) runs one stage, passing the
 remaining arguments to its ``qed fit`` (``qed eval``)."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qed_lightning.cli import eval_command, run_cli, start, take_flags
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "demo"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "demo"
 
 
 def _rows(metrics_csv: Path, key: str) -> list[dict]:

@@ -20,7 +20,7 @@ from qed_lightning.errors import QedUserError
 
 __all__ = ["user_error_message"]
 
-_PACKAGE = __name__.rsplit(".", 1)[0]
+_PACKAGE = __name__.split(".", 1)[0]  # the whole package (qed_lightning), not only cli/
 _MISSING_PATH = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 # Lightning's Trainer runs its loop in ``_run_stage``; setup (data, model, strategy) comes before.
 _LOOP_FRAME = ("lightning.pytorch.trainer.trainer", "_run_stage")

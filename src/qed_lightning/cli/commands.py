@@ -9,9 +9,9 @@
 
 ``qed --help`` and ``qed --version`` answer without importing torch, Lightning or vLLM;
 each command imports what it needs. A bad setting or bad input ends the command with
-one message (``--debug`` or ``QED_DEBUG=1`` shows the traceback, see ``cli_errors``);
+one message (``--debug`` or ``QED_DEBUG=1`` shows the traceback, see ``cli.errors``);
 the console shows the project's lines and each library warning once (``--verbose`` or
-``QED_VERBOSE=1`` shows everything, see ``log_setup``).
+``QED_VERBOSE=1`` shows everything, see ``cli.log_setup``).
 """
 from __future__ import annotations
 
@@ -78,13 +78,13 @@ def take_flags(argv: Sequence[str]) -> tuple[list[str], bool, bool]:
 
 
 def run_with_messages(command: str, fn: Callable[[], object], debug: bool) -> object:
-    """Run ``fn``; a user error (``cli_errors``) becomes one message on stderr and exit status 2."""
+    """Run ``fn``; a user error (``cli.errors``) becomes one message on stderr and exit status 2."""
     try:
         return fn()
     except Exception as err:
         if debug:
             raise
-        from qed_lightning.cli_errors import user_error_message
+        from qed_lightning.cli.errors import user_error_message
 
         message = user_error_message(err)
         if message is None:
@@ -96,7 +96,7 @@ def run_with_messages(command: str, fn: Callable[[], object], debug: bool) -> ob
 
 def run_cli(args: Sequence[str] | None = None, run: bool = True):
     """``qed fit|validate|test|predict`` from Python (tests, notebooks): the LightningCLI."""
-    from qed_lightning.lightning_cli import run_cli as _run_cli
+    from qed_lightning.cli.lightning_cli import run_cli as _run_cli
 
     return _run_cli(args, run=run)
 
@@ -112,8 +112,8 @@ def _description(command: str) -> str:
 def _function_cli(fn: Callable, args: Sequence[str], command: str, as_positional: bool):
     from jsonargparse import CLI, ArgumentParser
 
-    from qed_lightning.cli_nulls import NullSafeArgs
-    from qed_lightning.log_setup import adopt_library_loggers
+    from qed_lightning.cli.log_setup import adopt_library_loggers
+    from qed_lightning.cli.nulls import NullSafeArgs
 
     adopt_library_loggers()
     parser_class = type("QedFunctionParser", (NullSafeArgs, ArgumentParser), {})
@@ -124,7 +124,7 @@ def _function_cli(fn: Callable, args: Sequence[str], command: str, as_positional
 def _logged_to(fn: Callable, log_path: Callable[[dict], Path]) -> Callable:
     """``fn`` that first sends the log to ``log_path(its keyword arguments)``; the
     signature and docstring (the command's options) stay those of ``fn``."""
-    from qed_lightning.log_setup import attach_log_file, detach_log_file
+    from qed_lightning.cli.log_setup import attach_log_file, detach_log_file
 
     @functools.wraps(fn)
     def run(**kwargs):
@@ -180,8 +180,8 @@ def data_main(args: Sequence[str]) -> dict:
 
 def eval_command(args: Sequence[str]) -> dict:
     """``qed eval`` without its printout: the summary ``evaluate`` returns."""
+    from qed_lightning.cli.log_setup import LOG_FILE_NAME
     from qed_lightning.evaluation.runner import evaluate
-    from qed_lightning.log_setup import LOG_FILE_NAME
 
     # beside report.md: evaluate() writes into <output_dir>/<benchmark>/<model_label>/
     report_log = lambda kw: Path(kw["output_dir"]) / kw["benchmark"] / kw["model_label"] / LOG_FILE_NAME  # noqa: E731
@@ -233,8 +233,8 @@ def main(args: Sequence[str] | None = None) -> None:
 
 def start(command: str, fn: Callable[[], object], debug: bool, verbose: bool) -> object:
     """Set up logging (before anything heavy is imported), then run ``fn`` with user
-    errors as messages: how ``qed`` and ``python -m qed_lightning.demo`` run a command."""
-    from qed_lightning import log_setup
+    errors as messages: how ``qed`` and ``python -m qed_lightning.cli.demo`` run a command."""
+    from qed_lightning.cli import log_setup
 
     log_setup.configure(verbose=verbose)
     return run_with_messages(command, fn, debug)

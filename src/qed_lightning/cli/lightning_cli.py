@@ -21,8 +21,8 @@ from lightning.pytorch.callbacks import ModelSummary, RichModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from qed_lightning.callbacks import HFExportCallback, PreemptionCallback, QedCheckpoint, RunMetadataCallback
-from qed_lightning.cli_nulls import NullSafeArgs
-from qed_lightning.log_setup import LOG_FILE_NAME, adopt_library_loggers, attach_log_file, detach_log_file, quiet
+from qed_lightning.cli.log_setup import LOG_FILE_NAME, adopt_library_loggers, attach_log_file, detach_log_file, quiet
+from qed_lightning.cli.nulls import NullSafeArgs
 from qed_lightning.preemption.slurm import pin_logger_versions
 
 __all__ = ["QedCLI", "RunLogFile", "TRAINER_DEFAULTS", "fill_run_seed", "run_cli"]
@@ -40,7 +40,7 @@ TRAINER_DEFAULTS = {
 
 
 class QedArgumentParser(NullSafeArgs, LightningArgumentParser):
-    """LightningCLI's parser, reading ``null`` at every depth (see ``cli_nulls``)."""
+    """LightningCLI's parser, reading ``null`` at every depth (see ``cli.nulls``)."""
 
 
 class RunLogFile(Callback):

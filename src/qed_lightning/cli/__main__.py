@@ -1,0 +1,3 @@
+from qed_lightning.cli import main
+
+main()
