@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, median, write_results
+
 QED = str(Path(sys.executable).with_name("qed"))
 SFT = str(REPO / "configs/demo/sft.yaml")
 
@@ -88,16 +87,13 @@ def main() -> None:
                 seconds, codes[name] = time_once(cmd)
                 times[name].append(seconds)
 
-    base = statistics.median(times["python -c pass"])
-    rows = [{"command": name, "exit_code": codes[name], "median_s": round(statistics.median(t), 4),
-             "min_s": round(min(t), 4), "ratio_to_python": round(statistics.median(t) / base, 1),
+    base = median(times["python -c pass"])
+    rows = [{"command": name, "exit_code": codes[name], "median_s": round(median(t), 4),
+             "min_s": round(min(t), 4), "ratio_to_python": round(median(t) / base, 1),
              "all_s": [round(x, 4) for x in t]} for name, t in times.items()]
     meta = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
             "repeats": args.repeats, "before_revision": args.before or None}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cli_startup.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = ["# `qed` startup (wall time of a fresh process)", "",
              f"{meta['date']}, Python {meta['python']}, {meta['cpus']} CPUs, load average "
              f"{', '.join(f'{x:.2f}' for x in meta['load_average'])} at the end; median and fastest of "
@@ -105,7 +101,7 @@ def main() -> None:
              "| command | exit | median s | fastest s | median / `python -c pass` |", "|---|---|---|---|---|"]
     lines += [f"| `{r['command']}` | {r['exit_code']} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
               f"{r['ratio_to_python']:.1f}x |" for r in rows]
-    (out / "cli_startup.md").write_text("\n".join(lines) + "\n")
+    write_results(args.out, "cli_startup", lines, {"meta": meta, "rows": rows})
     print("\n".join(lines))
 
 

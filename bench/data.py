@@ -23,16 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, interleaved, loadavg, machine_info, median, write_results
+
 sys.path.insert(0, str(REPO / "src"))
 
 import httpx  # noqa: E402
@@ -51,12 +50,6 @@ from qed_lightning.judging.openai_client import OpenAICompatibleClient  # noqa: 
 from qed_lightning.testing.fault_server_handle import FaultServer  # noqa: E402
 
 REPLY = "<think>" + "Plan the proof. " * 40 + "</think>" + "Proof step. " * 60
-
-
-def machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
 
 
 def write_problems(path: Path, n: int) -> str:
@@ -110,16 +103,15 @@ def part_a(args, tmp: Path) -> dict:
     out, cpu = {"project": [], "bare": []}, {"project": [], "bare": []}
     with FaultServer(reply_template=REPLY, service_time_s=args.service_s, max_concurrency=args.server_limit) as srv:
         project_distill(srv.base_url, src, args.concurrency)  # warm-up
-        for r in range(args.rounds):
-            for name in (("project", "bare") if r % 2 == 0 else ("bare", "project")):
-                wall, used = timed(lambda: project_distill(srv.base_url, src, args.concurrency) if name == "project"
-                                   else bare_loop(srv.base_url, bodies, args.concurrency))
-                out[name].append(wall)
-                cpu[name].append(used / args.requests * 1e3)
-    med = {k: statistics.median(v) for k, v in out.items()}
+        for _, name in interleaved(("project", "bare"), args.rounds):
+            wall, used = timed(lambda: project_distill(srv.base_url, src, args.concurrency) if name == "project"
+                               else bare_loop(srv.base_url, bodies, args.concurrency))
+            out[name].append(wall)
+            cpu[name].append(used / args.requests * 1e3)
+    med = {k: median(v) for k, v in out.items()}
     return {"requests": args.requests, "concurrency": args.concurrency, "service_s": args.service_s,
             "project_s": med["project"], "bare_s": med["bare"], "ratio": med["project"] / med["bare"],
-            "cpu_ms_per_request": {k: statistics.median(v) for k, v in cpu.items()},
+            "cpu_ms_per_request": {k: median(v) for k, v in cpu.items()},
             "ideal_s": args.requests * args.service_s / min(args.concurrency, args.server_limit), "runs": out}
 
 
@@ -129,7 +121,7 @@ def part_b(args, tmp: Path) -> list[dict]:
         for c in (1, 4, 16, 64):
             n = max(20, min(args.requests, int(c * 12)))
             src = write_problems(tmp / f"b{c}.jsonl", n)
-            took = statistics.median(project_distill(srv.base_url, src, c) for _ in range(2))
+            took = median(project_distill(srv.base_url, src, c) for _ in range(2))
             ideal = min(c, args.server_limit) / args.service_s
             rows.append({"concurrency": c, "requests": n, "req_per_s": n / took, "ideal": ideal,
                          "of_ideal": n / took / ideal})
@@ -178,17 +170,16 @@ def part_c(args, tmp: Path) -> dict:
             return took
         project()
         cpu = {"project": [], "bare": []}
-        for r in range(args.rounds):
-            for name in (("project", "bare") if r % 2 == 0 else ("bare", "project")):
-                wall, used = timed(project if name == "project" else lambda: bare_loop(srv.base_url, bodies,
-                                                                                       args.concurrency))
-                out[name].append(wall)
-                cpu[name].append(used / len(bodies) * 1e3)
-    med = {k: statistics.median(v) for k, v in out.items()}
+        for _, name in interleaved(("project", "bare"), args.rounds):
+            wall, used = timed(project if name == "project" else lambda: bare_loop(srv.base_url, bodies,
+                                                                                   args.concurrency))
+            out[name].append(wall)
+            cpu[name].append(used / len(bodies) * 1e3)
+    med = {k: median(v) for k, v in out.items()}
     return {"problems": problems, "rollouts_per_problem": n, "grader_calls": problems * n,
             "concurrency": args.concurrency, "project_s": med["project"], "bare_s": med["bare"],
             "ratio": med["project"] / med["bare"],
-            "cpu_ms_per_request": {k: statistics.median(v) for k, v in cpu.items()},
+            "cpu_ms_per_request": {k: median(v) for k, v in cpu.items()},
             "runs": out}
 
 
@@ -305,15 +296,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.requests, args.rounds, args.train = 60, 2, 5000
-    res = {"machine": machine()}
+    res = {"machine": machine_info(loadavg_before=loadavg())}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for name, part in (("a", part_a), ("b", part_b), ("c", part_c), ("d", part_d)):
             res[name] = part(args, tmp)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data.json").write_text(json.dumps(res, indent=1) + "\n")
-    (out / "data.md").write_text(report(res))
+    write_results(args.out, "data", report(res), res, indent=1)
     print(report(res))
 
 

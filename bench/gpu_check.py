@@ -35,8 +35,6 @@ import datetime as _dt
 import gc
 import importlib
 import importlib.util
-import json
-import os
 import platform
 import subprocess
 import sys
@@ -44,7 +42,8 @@ import time
 import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, dist_version, fmt, median_seconds, write_results
+
 sys.path.insert(0, str(REPO / "src"))
 
 GIB = 1024 ** 3
@@ -81,16 +80,7 @@ def liger_ok() -> tuple[bool, str]:
         if importlib.util.find_spec("liger_kernel") is None:
             return False, NOT_INSTALLED
         return False, f"liger-kernel does not import: {type(err).__name__}: {err}"
-    return True, getattr(liger_kernel, "__version__", "") or _dist_version("liger-kernel")
-
-
-def _dist_version(name: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:
-        return "?"
+    return True, getattr(liger_kernel, "__version__", "") or dist_version("liger-kernel", missing="?")
 
 
 def load_lm_loss():
@@ -132,21 +122,6 @@ def max_mem_allocated() -> int:
     import torch
 
     return torch.cuda.max_memory_allocated() if DEVICE == "cuda" else 0
-
-
-def timed(fn, reps: int, warmup: int = 1) -> float:
-    """Median seconds of ``fn()`` over ``reps`` runs after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def free():
@@ -217,7 +192,7 @@ def check_loss(args, have_liger: bool, liger_msg: str) -> list[dict]:
                 row["grad_hidden_max"] = float(gh.abs().max())
                 row["grad_weight_max"] = float(gw.abs().max())
                 del loss
-                row["fwd_bwd_ms"] = timed(step, reps=args.reps, warmup=0) * 1e3
+                row["fwd_bwd_ms"] = median_seconds(step, args.reps, warmup=0, sync=sync) * 1e3
                 row["status"] = "ok"
             except Exception as err:
                 row["status"] = f"error: {type(err).__name__}: {str(err)[:200]}"
@@ -269,7 +244,7 @@ def check_rmsnorm(args, have_liger: bool, liger_msg: str) -> list[dict]:
         try:
             out = step()
             results[name] = (out.detach().float(), xi.grad.float(), mod.weight.grad.float())
-            ms = timed(step, reps=max(args.reps, 10)) * 1e3
+            ms = median_seconds(step, max(args.reps, 10), sync=sync) * 1e3
             rows.append({"impl": name, "T": T, "fwd_bwd_ms": ms, "status": "ok"})
         except Exception as err:
             rows.append({"impl": name, "T": T, "status": f"error: {type(err).__name__}: {str(err)[:200]}"})
@@ -369,7 +344,7 @@ def check_grpo_loss(args) -> list[dict]:
                 row["grad_hidden_max"] = float(gh.abs().max())
                 row["grad_weight_max"] = float(gw.abs().max())
                 del loss
-                row["fwd_bwd_ms"] = timed(step, reps=args.reps, warmup=0) * 1e3
+                row["fwd_bwd_ms"] = median_seconds(step, args.reps, warmup=0, sync=sync) * 1e3
                 row["status"] = "ok"
             except Exception as err:
                 row["status"] = f"error: {type(err).__name__}: {str(err)[:200]}"
@@ -686,10 +661,6 @@ def check_model(args, have_liger: bool, liger_msg: str, peak_flops: float | None
 # ------------------------------------------------------------------- report
 
 
-def _f(x, fmt):
-    return "-" if x is None else format(x, fmt)
-
-
 def render(res: dict) -> str:
     m = res["machine"]
     out = [
@@ -708,9 +679,9 @@ def render(res: dict) -> str:
     ]
     for r in res["loss"]:
         out.append(
-            f"| {r['T']} | {r['impl']} | {_f(r.get('fwd_bwd_ms'), '.1f')} | {_f(r.get('peak_mem_gib'), '.2f')} | "
-            f"{_f(r.get('loss_rel_err'), '.1e')} | {_f(r.get('grad_hidden_max_err'), '.1e')} | "
-            f"{_f(r.get('grad_weight_max_err'), '.1e')} | {r['status']} |")
+            f"| {r['T']} | {r['impl']} | {fmt(r.get('fwd_bwd_ms'), '.1f')} | {fmt(r.get('peak_mem_gib'), '.2f')} | "
+            f"{fmt(r.get('loss_rel_err'), '.1e')} | {fmt(r.get('grad_hidden_max_err'), '.1e')} | "
+            f"{fmt(r.get('grad_weight_max_err'), '.1e')} | {r['status']} |")
     out += [
         "",
         "## b. RMSNorm fwd+bwd, bf16",
@@ -720,9 +691,9 @@ def render(res: dict) -> str:
     ]
     for r in res["rmsnorm"]:
         out.append(
-            f"| {r['impl']} | {r['T']} x {res['config']['hidden']} | {_f(r.get('fwd_bwd_ms'), '.3f')} | "
-            f"{_f(r.get('out_max_diff'), '.1e')} | {_f(r.get('grad_x_max_diff'), '.1e')} | "
-            f"{_f(r.get('grad_w_max_diff'), '.1e')} | {r['status']} |")
+            f"| {r['impl']} | {r['T']} x {res['config']['hidden']} | {fmt(r.get('fwd_bwd_ms'), '.3f')} | "
+            f"{fmt(r.get('out_max_diff'), '.1e')} | {fmt(r.get('grad_x_max_diff'), '.1e')} | "
+            f"{fmt(r.get('grad_w_max_diff'), '.1e')} | {r['status']} |")
     mc = res.get("model")
     out += ["", "## c. Qwen3-4B-shaped model, one packed SFT step", ""]
     if isinstance(mc, dict) and "rows" in mc:
@@ -744,8 +715,8 @@ def render(res: dict) -> str:
         for r in mc["rows"]:
             losses = ", ".join(f"{x:.4f}" for x in r.get("losses", []))
             out.append(
-                f"| {r['kernels']} | {r['loss']} | {_f(r.get('tokens_per_s'), '.0f')} | "
-                f"{_f(r.get('mfu'), '.1%')} | {_f(r.get('step_s'), '.2f')} | {_f(r.get('peak_mem_gib'), '.1f')} | "
+                f"| {r['kernels']} | {r['loss']} | {fmt(r.get('tokens_per_s'), '.0f')} | "
+                f"{fmt(r.get('mfu'), '.1%')} | {fmt(r.get('step_s'), '.2f')} | {fmt(r.get('peak_mem_gib'), '.1f')} | "
                 f"{losses} | {r['status']} |")
     else:
         out.append(f"not run: {mc}")
@@ -763,9 +734,9 @@ def render(res: dict) -> str:
                 "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for r in g.get("loss", []):
             out.append(
-                f"| {r['T']} | {r['impl']} | {_f(r.get('fwd_bwd_ms'), '.1f')} | {_f(r.get('peak_mem_gib'), '.2f')} | "
-                f"{_f(r.get('peak_over_materialised'), '.3f')} | {_f(r.get('loss_rel_err'), '.1e')} | "
-                f"{_f(r.get('grad_hidden_max_err'), '.1e')} | {_f(r.get('grad_weight_max_err'), '.1e')} | "
+                f"| {r['T']} | {r['impl']} | {fmt(r.get('fwd_bwd_ms'), '.1f')} | {fmt(r.get('peak_mem_gib'), '.2f')} | "
+                f"{fmt(r.get('peak_over_materialised'), '.3f')} | {fmt(r.get('loss_rel_err'), '.1e')} | "
+                f"{fmt(r.get('grad_hidden_max_err'), '.1e')} | {fmt(r.get('grad_weight_max_err'), '.1e')} | "
                 f"{r['status']} |")
         st = g.get("step")
         out.append("")
@@ -784,8 +755,8 @@ def render(res: dict) -> str:
             for r in st["rows"]:
                 losses = ", ".join(f"{x:.4f}" for x in r.get("losses", []))
                 out.append(
-                    f"| {r['impl']} | {r.get('completion_tokens', '-')} | {_f(r.get('tokens_per_s'), '.0f')} | "
-                    f"{_f(r.get('mfu'), '.1%')} | {_f(r.get('step_s'), '.2f')} | {_f(r.get('peak_mem_gib'), '.1f')} | "
+                    f"| {r['impl']} | {r.get('completion_tokens', '-')} | {fmt(r.get('tokens_per_s'), '.0f')} | "
+                    f"{fmt(r.get('mfu'), '.1%')} | {fmt(r.get('step_s'), '.2f')} | {fmt(r.get('peak_mem_gib'), '.1f')} | "
                     f"{losses} | {r['status']} |")
         else:
             out.append(f"Micro-step: {st}")
@@ -869,12 +840,9 @@ def main(argv=None) -> int:
         free()
     res["total_s"] = time.perf_counter() - t_start
     md = render(res)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.md").write_text(md)
-    (out / "gpu_check.json").write_text(json.dumps(res, indent=2) + "\n")
+    paths = write_results(args.out, "gpu_check", md, res)
     print(md)
-    print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 

@@ -49,7 +49,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, write_results
+
 sys.path.insert(0, str(REPO / "src"))
 GIB = 1024**3
 
@@ -286,8 +287,7 @@ def main() -> None:
     args = ap.parse_args()
     result = gather(args) if args.part == "gather" else qed_fit_on_gpus(args)
     if result:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"gpu_dist_{args.part}.json").write_text(json.dumps(result, indent=2))
+        write_results(args.out, f"gpu_dist_{args.part}", None, result)
         print(json.dumps(result, indent=2))
 
 

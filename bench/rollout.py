@@ -22,18 +22,17 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
-from statistics import median
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import (REPO, Meter, command_line, interleaved, jsonable_args, loadavg, machine_info, median,
+                     mem_available_gb, ratio_summary, table, write_results)
+
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read at vllm import: keep the output readable
 
@@ -59,27 +58,6 @@ SHAPE_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, 
                  intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=4096)
 
 
-def mem_available_gb() -> float:
-    for line in open("/proc/meminfo"):
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024 / 1024
-    return float("nan")
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds the whole machine has spent busy (all processes, /proc/stat ticks)."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, open("/proc/stat").readline().split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_info() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "vllm": vllm.__version__, "transformers": transformers.__version__,
-            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "mem_available_gb": round(mem_available_gb(), 1), "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
-
-
 def demo_problems(n: int) -> list[Problem]:
     rows = [json.loads(line) for line in SHIPPED["demo"].read_text().splitlines() if line.strip()]
     if n > len(rows):
@@ -97,18 +75,15 @@ def kv_cache_bytes(model_dir: str, dtype: str, tokens: int) -> int:
 
 
 def timed(fn) -> tuple[dict, list[tuple[int, ...]]]:
-    c0, t0, b0 = time.process_time(), time.perf_counter(), busy_cpu_s()
+    meter = Meter()
     seqs = fn()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu = meter.wall(), meter.cpu()
     tokens = sum(map(len, seqs))
-    # vLLM pins its OpenMP threads to the cores: another busy process slows a call many times over, so
-    # every call records how much of the machine the other processes used meanwhile.
-    others = max(0.0, busy_cpu_s() - b0 - cpu) / (wall * os.cpu_count())
     return {"wall_s": wall, "cpu_s": cpu, "tokens": tokens, "tok_per_s": tokens / wall,
-            "others_cpu_share": others}, seqs
+            "others_cpu_share": meter.others(wall)}, seqs
 
 
-def interleaved(fns: dict, rounds: int, reference: str) -> tuple[dict, dict]:
+def run_interleaved(fns: dict, rounds: int, reference: str) -> tuple[dict, dict]:
     """One untimed warm-up call each, then `rounds` rounds in AB.. ..BA order. Per variant:
     every round's numbers, the median tokens/s, the within-round ratio to `reference`,
     and whether every call produced the warm-up reference's exact token sequences.
@@ -117,20 +92,19 @@ def interleaved(fns: dict, rounds: int, reference: str) -> tuple[dict, dict]:
     first = {n: fns[n]() for n in names}
     ref, runs = first[reference], {n: [] for n in names}
     same = {n: first[n] == ref for n in names}
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            run, seqs = timed(fns[name])
-            runs[name].append(run)
-            same[name] &= seqs == ref
-            print(f"  round {r + 1} {name}: {run['tokens']} tokens, {run['tok_per_s']:.0f} tok/s, "
-                  f"others {run['others_cpu_share']:.0%}", flush=True)
+    for r, name in interleaved(names, rounds):
+        run, seqs = timed(fns[name])
+        runs[name].append(run)
+        same[name] &= seqs == ref
+        print(f"  round {r + 1} {name}: {run['tokens']} tokens, {run['tok_per_s']:.0f} tok/s, "
+              f"others {run['others_cpu_share']:.0%}", flush=True)
     out = {}
     for name in names:
         ratios = [a["tok_per_s"] / b["tok_per_s"] for a, b in zip(runs[name], runs[reference])]
         out[name] = {"rounds": runs[name], "tok_per_s": median([x["tok_per_s"] for x in runs[name]]),
                      "tokens": sorted({x["tokens"] for x in runs[name]}), "same_tokens_as_" + reference: same[name],
                      "cpu_ms_per_token": median([x["cpu_s"] / x["tokens"] * 1e3 for x in runs[name]]),
-                     "ratio": median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                     **ratio_summary(ratios),
                      "others_cpu_share_max": max(x["others_cpu_share"] for x in runs[name])}
     return out, first
 
@@ -168,7 +142,7 @@ def part_a(engine: VLLMEngine, tokenizer, problems, sampling: SamplingSettings, 
         return [tuple(c.completion_ids) for c in producer.produce(problems, STEP).completions]
 
     fns = {"bare": bare, "engine": wrapped, "rollout": rollout, "bare_lean": lambda: bare(lean)}
-    res, _ = interleaved(fns, rounds, "bare")
+    res, _ = run_interleaved(fns, rounds, "bare")
     return {"prompts": len(problems), "samples": sampling.n, "max_tokens": sampling.max_tokens,
             "temperature": sampling.temperature, "prompt_tokens": [len(p) for p in prompts], "variants": res,
             "producer_metrics": producer.last_metrics}
@@ -185,7 +159,7 @@ def part_b(engine: VLLMEngine, hf: HFEngine, tokenizer, problems, sampling: Samp
     def run(eng):
         return lambda: [tuple(c.completion_ids) for g in eng.generate(prompts, sampling, sample_seeds=seeds) for c in g]
 
-    res, first = interleaved({"vllm": run(engine), "hf": run(hf)}, rounds, "vllm")
+    res, first = run_interleaved({"vllm": run(engine), "hf": run(hf)}, rounds, "vllm")
     vl, hfo = first["vllm"], first["hf"]  # greedy: how many of HF's sequences are vLLM's, token for token
     res["hf"]["identical_sequences"] = f"{sum(a == b for a, b in zip(vl, hfo))}/{len(vl)}"
     return {"prompts": len(problems), "samples": sampling.n, "max_tokens": sampling.max_tokens, "greedy": True,
@@ -211,7 +185,7 @@ def part_c(engine: VLLMEngine, state: dict, pushes: int) -> dict:
     dst = {k: torch.empty_like(v) for k, v in src.items()}
     nbytes = sum(t.numel() * t.element_size() for t in src.values())
     push_s, copy_s, own = [], [], []
-    b0, c0, start = busy_cpu_s(), time.process_time(), time.perf_counter()
+    meter = Meter()
     for i in range(pushes + 1):
         for kind in ("push", "copy") if i % 2 == 0 else ("copy", "push"):
             t0 = time.perf_counter()
@@ -225,7 +199,7 @@ def part_c(engine: VLLMEngine, state: dict, pushes: int) -> dict:
                 (push_s if kind == "push" else copy_s).append(time.perf_counter() - t0)
                 if kind == "push":
                     own.append(engine.last_sync)
-    others = max(0.0, busy_cpu_s() - b0 - (time.process_time() - c0)) / ((time.perf_counter() - start) * os.cpu_count())
+    others = meter.others()
     # A pushed change must show in the engine: double the final norm, push, read it back, restore.
     probe = "model.norm.weight"
     changed = dict(state, **{probe: state[probe].detach() * 2})
@@ -267,11 +241,6 @@ def part_c_05b(dtype: str, pushes: int) -> dict:
 
 
 # --------------------------------------------------------------------- report
-
-
-def table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1),
-            *("| " + " | ".join(map(str, row)) + " |" for row in rows), ""]
 
 
 def report(res: dict, command: str) -> str:
@@ -366,9 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         args.prompts, args.samples, args.max_tokens, args.rounds = 2, 2, 16, 1
         args.hf_prompts, args.hf_samples, args.hf_max_tokens, args.hf_rounds, args.pushes = 1, 2, 8, 1, 2
         args.skip_05b = True
-    start, busy0, own0 = time.perf_counter(), busy_cpu_s(), time.process_time()
-    res: dict = {"machine": machine_info(), "dtype": args.dtype, "args": {k: str(v) if isinstance(v, Path) else v
-                                                                          for k, v in vars(args).items()}}
+    whole = Meter()
+    res: dict = {"machine": machine_info(torch=torch.__version__, vllm=vllm.__version__,
+                                         transformers=transformers.__version__,
+                                         mem_available_gb=round(mem_available_gb(), 1), loadavg_before=loadavg()),
+                 "dtype": args.dtype, "args": jsonable_args(args)}
     tokenizer, problems = load_tokenizer("demo"), demo_problems(max(args.prompts, args.hf_prompts))
     model_dir = resolve_model_path("demo")
     longest = max(len(render_rollout_prompt(tokenizer, q.statement)) for q in problems)
@@ -394,15 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_05b:
         print("part c: weight sync, 0.5B-shaped random Qwen3", flush=True)
         res["c"]["0.5B-shaped Qwen3 (random)"] = part_c_05b(args.dtype, args.pushes)
-    res["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    res["runtime_s"] = time.perf_counter() - start
+    res["machine"]["loadavg_after"] = loadavg()
+    res["runtime_s"] = whole.wall()
     # The noise gauge: CPU the rest of the machine used while this ran, as a share of all cores.
-    others = busy_cpu_s() - busy0 - (time.process_time() - own0)
-    res["machine"]["others_cpu_share"] = max(0.0, others) / (res["runtime_s"] * os.cpu_count())
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = report(res, " ".join(["python bench/rollout.py", *(sys.argv[1:] if argv is None else argv)]))
-    (args.out / "rollout.md").write_text(text)
-    (args.out / "rollout.json").write_text(json.dumps(res, indent=2) + "\n")
+    res["machine"]["others_cpu_share"] = whole.others(res["runtime_s"])
+    text = report(res, command_line("rollout", argv))
+    write_results(args.out, "rollout", text, res)
     print(text)
     return 0
 

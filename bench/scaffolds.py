@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import platform
 from pathlib import Path
 
+from harness import REPO, interleaved, write_results
 from qed_lightning.evaluation.benchmarks import load_benchmark
 from qed_lightning.evaluation.paper_results import PAPER_SCAFFOLDS
 from qed_lightning.rollouts.prompts import PROOF_PROMPT
@@ -47,7 +47,6 @@ from qed_lightning.scaffolds.base import ProblemContext
 from qed_lightning.scaffolds.call_store import CallStore
 from qed_lightning.scaffolds.driver import RunTiming, run_scaffold
 
-REPO = Path(__file__).resolve().parents[1]
 PROBLEM_RUNS = 180  # IMO-ProofBench avg@3: 60 problems x 3 runs
 PAPER_SINGLE_TOKENS = 93_690
 SETTINGS = {
@@ -125,7 +124,7 @@ def main() -> None:
     for name in names:
         run_once(name, policy, contexts[:1], "batched")  # warm-up: compile paths, fill nothing we time
         runs = []
-        for schedule in ("batched", "per_problem", "per_problem", "batched"):
+        for _, schedule in interleaved(("batched", "per_problem"), 2):
             runs.append(run_once(name, policy, contexts, schedule))
             print(f"{name} {schedule}: {runs[-1]['wall_s']:.1f} s, {runs[-1]['tokens']} tokens", flush=True)
         by = {s: [r for r in runs if r["schedule"] == s] for s in ("batched", "per_problem")}
@@ -138,12 +137,9 @@ def main() -> None:
             speedup_tokens_per_s=mean["batched"]["tokens_per_s"] / mean["per_problem"]["tokens_per_s"],
             wall_ratio=mean["per_problem"]["wall_s"] / mean["batched"]["wall_s"],
             same_answers=f"{same} of {len(contexts)}", calls_per_problem=mean["batched"]["calls"] / len(contexts))
-        Path(args.out).mkdir(parents=True, exist_ok=True)  # after each scaffold: a long run keeps what it measured
-        (Path(args.out) / "scaffolds.json").write_text(json.dumps(out, indent=2))
-        (Path(args.out) / "scaffolds.md").write_text(render(out))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "scaffolds.json").write_text(json.dumps(out, indent=2))
-    (Path(args.out) / "scaffolds.md").write_text(render(out))
+        # After each scaffold: a long run keeps what it measured.
+        write_results(args.out, "scaffolds", render(out), out)
+    write_results(args.out, "scaffolds", render(out), out)
     print(render(out))
 
 

@@ -32,14 +32,14 @@ import datetime as _dt
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, interleaved, median, write_results
+
 STAGES = ("time/rollout_s", "time/train_s", "time/sync_s", "rollout/generate_s", "rollout/judge_s")
 
 
@@ -62,7 +62,7 @@ def fit(model: str, root: Path, devices: int, steps: int, prompts: int, n: int, 
     with (root / "demo-rl" / "run" / "metrics.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r.get("time/train_s")]
     measured = rows[1:] or rows  # the first step pays one-off costs (compilation, caches)
-    out = {k: statistics.median(float(r[k]) for r in measured if r.get(k)) for k in STAGES if measured[0].get(k)}
+    out = {k: median(float(r[k]) for r in measured if r.get(k)) for k in STAGES if measured[0].get(k)}
     out["step_s"] = out["time/rollout_s"] + out["time/train_s"] + out["time/sync_s"]
     out["wall_s"], out["steps"] = wall, len(rows)
     return out
@@ -94,7 +94,7 @@ def allreduce_seconds(numel: int, repeats: int = 5) -> float:
 
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         mp.spawn(_allreduce_worker, args=(2, free_port(), numel, repeats, f.name), nprocs=2, join=True)
-        return statistics.median(json.loads(Path(f.name).read_text()))
+        return median(json.loads(Path(f.name).read_text()))
 
 
 def param_count(model: str) -> int:
@@ -219,12 +219,11 @@ def main() -> None:
         return
     runs: dict[int, list[dict]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
-            for devices in ((1, 2) if r % 2 == 0 else (2, 1)):
-                root = Path(tmp) / f"r{r}d{devices}"
-                runs[devices].append(fit(args.model, root, devices, args.steps, args.prompts, args.n, args.max_tokens))
-                print(f"repeat {r} devices {devices}: {runs[devices][-1]}", flush=True)
-    med = {d: {k: statistics.median(run[k] for run in rs) for k in rs[0]} for d, rs in runs.items()}
+        for r, devices in interleaved((1, 2), args.repeats):
+            root = Path(tmp) / f"r{r}d{devices}"
+            runs[devices].append(fit(args.model, root, devices, args.steps, args.prompts, args.n, args.max_tokens))
+            print(f"repeat {r} devices {devices}: {runs[devices][-1]}", flush=True)
+    med = {d: {k: median(run[k] for run in rs) for k in rs[0]} for d, rs in runs.items()}
     numel = param_count(args.model)
     reduce_s = allreduce_seconds(numel)
     result = {
@@ -242,9 +241,7 @@ def main() -> None:
     }
     result["projection"] = [project(g, m, args.gen_tokens_per_gpu_s) for m in (PAPER["max_tokens"] / 2, PAPER["max_tokens"])
                             for g in (8, 32, 96)]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps(result, indent=2))
-    (out / "scale.md").write_text(cpu_markdown(result) + "\n" + projection_markdown(args.gen_tokens_per_gpu_s))
+    write_results(out, "scale", cpu_markdown(result) + "\n" + projection_markdown(args.gen_tokens_per_gpu_s), result)
     print(json.dumps(result["ratios"], indent=2))
 
 

@@ -25,12 +25,9 @@ Each variant runs in its own subprocess. Results go to ``<out>/sft.md`` and
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -39,81 +36,21 @@ import textwrap
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import (MB, REPO, StepChild, command_line, interleaved, loadavg, machine_info, mem_available_gb,
+                     mem_total_gb, peak_rss_bytes, proc_status_kb, run_child, say, wait_go, write_results)
+
 SRC = REPO / "src"
-MB = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- utils
 
 
-def _peak_rss_bytes() -> int:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _current_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-    try:
-        info["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            info["mem_total_gb"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
+def sft_machine_info() -> dict:
     import torch
     import transformers
 
-    info["torch"] = torch.__version__
-    info["transformers"] = transformers.__version__
-    info["torch_threads"] = torch.get_num_threads()
-    return info
-
-
-def _run_child(task: str, spec: dict, *, python: str | None = None, timeout: float | None = None) -> dict:
-    """Runs ``task`` in a fresh interpreter; returns its result dict (or an error dict)."""
-    with tempfile.TemporaryDirectory(prefix="qed-bench-") as tmp:
-        spec_path = Path(tmp) / "spec.json"
-        result_path = Path(tmp) / "result.json"
-        spec_path.write_text(json.dumps(spec))
-        cmd = [python or sys.executable, str(Path(__file__).resolve()), "--child", task,
-               "--child-spec", str(spec_path), "--child-result", str(result_path)]
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0 or not result_path.exists():
-            tail = (proc.stderr or proc.stdout)[-2000:]
-            return {"error": f"child exited {proc.returncode}", "stderr_tail": tail, "wall_s": wall}
-        result = json.loads(result_path.read_text())
-        result["wall_s"] = round(wall, 1)
-        return result
+    return machine_info(loadavg_at_start=loadavg(), mem_total_gb=round(mem_total_gb(), 1), torch=torch.__version__,
+                        transformers=transformers.__version__, torch_threads=torch.get_num_threads())
 
 
 def _fmt(x, nd=2):
@@ -150,14 +87,14 @@ def child_loss(spec: dict) -> dict:
             return reference_linear_cross_entropy(hidden, weight, labels)
 
     gc.collect()
-    base = _current_rss_bytes()
-    peak_before = _peak_rss_bytes()
+    base = proc_status_kb("VmRSS") * 1024
+    peak_before = peak_rss_bytes()
     t0 = time.perf_counter()
     loss, count = fn()
     t1 = time.perf_counter()
     loss.backward()
     t2 = time.perf_counter()
-    peak = _peak_rss_bytes()
+    peak = peak_rss_bytes()
 
     out_dir = Path(spec["save_dir"])
     torch.save({"loss": loss.detach().double(), "count": int(count)}, out_dir / f"{spec['impl']}_loss.pt")
@@ -210,7 +147,7 @@ def run_loss_part(args) -> dict:
                 "chunk_size": args.loss_chunk_size, "seed": args.seed, "save_dir": str(save_dir),
             }
             print(f"[loss] {impl}: N={args.loss_tokens} V={args.loss_vocab} H={args.loss_hidden} ...", flush=True)
-            results[impl] = _run_child("loss", spec)
+            results[impl] = run_child(__file__, "loss", spec)
             print(f"[loss] {impl}: {json.dumps(results[impl])[:400]}", flush=True)
         part = {
             "config": {"tokens": args.loss_tokens, "vocab": args.loss_vocab, "hidden": args.loss_hidden,
@@ -315,15 +252,14 @@ def child_sft(spec: dict) -> dict:
 
     step_fn = qed_step if variant == "qed" else plain_step
     gc.collect()
-    rss_before = _current_rss_bytes()
-    peak_before = _peak_rss_bytes()
+    rss_before = proc_status_kb("VmRSS") * 1024
+    peak_before = peak_rss_bytes()
     steps = []
     # Lockstep protocol with the parent: it sends "step" when this process may run its
     # next step, so two variants alive at once never compute at the same time.
-    _say("ready", {"variant": variant})
+    say("ready", {"variant": variant})
     for k, batch in enumerate(batches):
-        if sys.stdin.readline().strip() != "step":
-            raise RuntimeError("parent stopped the run")
+        wait_go()
         t0 = time.perf_counter()
         loss, targets = step_fn(batch)
         opt.step()
@@ -340,8 +276,8 @@ def child_sft(spec: dict) -> dict:
             "loadavg": os.getloadavg()[0],
         })
         print(f"[{variant}] step {k} loss {loss:.6f} {dt:.1f}s", file=sys.stderr, flush=True)
-        _say("done", steps[-1])
-    peak = _peak_rss_bytes()
+        say("done", steps[-1])
+    peak = peak_rss_bytes()
     measured = [s for s in steps if not s["warmup"]]
     time_s = sum(s["time_s"] for s in measured)
     tokens = sum(s["tokens"] for s in measured)
@@ -362,100 +298,26 @@ def child_sft(spec: dict) -> dict:
     }
 
 
-PROTOCOL = "@@qed-bench "
-
-
-def _say(kind: str, payload: dict) -> None:
-    print(PROTOCOL + json.dumps({"kind": kind, **payload}), flush=True)
-
-
-class _StepChild:
-    """A ``child_sft`` process driven one step at a time over stdin/stdout."""
-
-    def __init__(self, spec: dict, tmp: Path) -> None:
-        self.name = spec["variant"]
-        self.spec_path = tmp / f"{self.name}-spec.json"
-        self.result_path = tmp / f"{self.name}-result.json"
-        self.err_path = tmp / f"{self.name}-stderr.txt"
-        self.spec_path.write_text(json.dumps(spec))
-        self.err = open(self.err_path, "w")
-        self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--child", "sft", "--child-spec", str(self.spec_path),
-             "--child-result", str(self.result_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, cwd=REPO,
-        )
-
-    def _expect(self, kind: str) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith(PROTOCOL):
-                msg = json.loads(line[len(PROTOCOL):])
-                if msg["kind"] == kind:
-                    return msg
-        raise RuntimeError(f"{self.name} child ended early")
-
-    def wait_ready(self) -> None:
-        self._expect("ready")
-
-    def step(self) -> dict:
-        self.proc.stdin.write("step\n")
-        self.proc.stdin.flush()
-        return self._expect("done")
-
-    def finish(self) -> dict:
-        self.proc.stdin.close()
-        for _ in self.proc.stdout:
-            pass
-        rc = self.proc.wait()
-        self.err.close()
-        if rc != 0 or not self.result_path.exists():
-            return self.error(f"child exited {rc}")
-        result = json.loads(self.result_path.read_text())
-        result["wall_s"] = round(time.perf_counter() - self.t0, 1)
-        return result
-
-    def error(self, what: str) -> dict:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self.err.closed:
-            self.err.close()
-        return {"error": what, "stderr_tail": self.err_path.read_text()[-2000:]}
-
-
-def _mem_available_gb() -> float:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024 / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def run_lockstep(specs: list[dict], n_steps: int, interleave: bool) -> dict:
     """Runs the variants' steps alternately (ABBA order), or one variant after another."""
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="qed-bench-sft-") as tmp:
         groups = [specs] if interleave else [[s] for s in specs]
         for group in groups:
-            children = [_StepChild(spec, Path(tmp)) for spec in group]
+            children = [StepChild(__file__, "sft", spec["variant"], spec, Path(tmp)) for spec in group]
             try:
                 for c in children:
-                    c.wait_ready()
-                for k in range(n_steps):
-                    order = children if k % 2 == 0 else children[::-1]
-                    for c in order:
-                        msg = c.step()
-                        print(f"[sft] {c.name} step {k}: loss {msg['loss']:.6f}, {msg['time_s']:.1f} s, "
-                              f"load {msg['loadavg']:.2f}", flush=True)
+                    c.expect("ready")
+                for k, c in interleaved(children, n_steps):
+                    msg = c.step()
+                    print(f"[sft] {c.name} step {k}: loss {msg['loss']:.6f}, {msg['time_s']:.1f} s, "
+                          f"load {msg['loadavg']:.2f}", flush=True)
                 for c in children:
                     results[c.name] = c.finish()
             except Exception as err:  # a child died: keep its stderr for the report
                 for c in children:
                     if c.name not in results:
-                        results[c.name] = c.error(f"{type(err).__name__}: {err}")
+                        results[c.name] = c.fail(f"{type(err).__name__}: {err}")
     return results
 
 
@@ -609,7 +471,7 @@ def run_sft_part(args) -> dict:
     # Both children alive at once (~7 GB RSS each with the demo model) so their steps
     # can alternate and see the same background load; one after the other if memory
     # is short or --sequential is given.
-    avail = _mem_available_gb()
+    avail = mem_available_gb(default=0.0)
     interleave = not args.sequential and avail >= 18.0
     part["schedule"] = ("interleaved (ABBA steps, each variant its own process)" if interleave else
                         "sequential (one process after the other"
@@ -844,7 +706,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(SRC))
     t0 = time.perf_counter()
-    res: dict = {"machine": _machine_info(), "command": " ".join([Path(sys.executable).name] + sys.argv)}
+    res: dict = {"machine": sft_machine_info(), "command": command_line("sft", argv)}
     print(json.dumps(res["machine"]), flush=True)
     if not args.skip_loss:
         res["loss"] = run_loss_part(args)
@@ -852,13 +714,10 @@ def main(argv=None) -> int:
         res["sft"] = run_sft_part(args)
     res["notes"] = interpret(res)
     res["total_s"] = round(time.perf_counter() - t0, 1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
     md = render_markdown(res) + f"\nTotal benchmark wall time: {res['total_s']:.0f} s.\n"
-    (out / f"{args.name}.md").write_text(md)
+    paths = write_results(args.out, args.name, md, res)
     print(md)
-    print(f"wrote {out / (args.name + '.md')} and {out / (args.name + '.json')}")
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 
