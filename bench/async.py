@@ -57,18 +57,16 @@ matter are within one run, side by side.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from statistics import median
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, machine_info, run_child, write_results
+
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
@@ -117,7 +115,7 @@ class RemoteStandInJudge:
 
 
 def run_variant(args, variant: str, out_json: Path) -> None:
-    """Child process: one fit, its per-step timings to ``out_json``."""
+    """Child process: one fit, its per-step timings to ``out_json`` (``{"rows": [...]}``)."""
     import lightning.pytorch as pl
 
     from qed_lightning.contracts import SamplingSettings
@@ -174,20 +172,21 @@ def run_variant(args, variant: str, out_json: Path) -> None:
                              default_root_dir=root)
         trainer.fit(module, datamodule=RolloutDataModule("demo", problem_column="problem", rubric_column="rubric",
                                                          id_column="id", prompts_per_step=args.prompts, seed=0))
-    out_json.write_text(json.dumps(clock.rows))
+    out_json.write_text(json.dumps({"rows": clock.rows}))
 
 
 def child(args, variant: str) -> list[dict]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "rows.json"
-        cmd = [sys.executable, __file__, "--child", variant, "--child-out", str(out), *args.passthrough]
-        start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{variant} failed:\n{done.stderr[-4000:]}")
-        rows = json.loads(out.read_text())
-        print(f"  {variant}: {len(rows)} steps in {time.perf_counter() - start:.0f} s", flush=True)
-        return rows
+    """One variant's fit in its own process (the harness's child protocol); its step rows."""
+    done = run_child(__file__, variant, {"argv": args.passthrough})
+    if "error" in done:
+        raise RuntimeError(f"{variant} failed: {done['error']}\n{done.get('stderr_tail', '')}")
+    print(f"  {variant}: {len(done['rows'])} steps in {done['wall_s']:.0f} s", flush=True)
+    return done["rows"]
+
+
+def machine_line() -> str:
+    info = machine_info(torch=__import__("torch").__version__)
+    return f"{info['date']}, {info['cpu']}, {info['cores']} CPUs, torch {info['torch']}"
 
 
 def summary(rows: list[dict], warmup: int) -> dict:
@@ -217,13 +216,16 @@ def main(argv=None) -> int:
     ap.add_argument("--render", action="store_true", help="rewrite async.md from async.json")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-spec", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-result", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:  # the parent's arguments come in the spec
+        variant, result = args.child, Path(args.child_result)
+        args = ap.parse_args(json.loads(Path(args.child_spec).read_text())["argv"])
+        run_variant(args, variant, result)
+        return 0
     if args.quick:
         args.model, args.steps, args.warmup_steps, args.max_tokens = "tiny", 2, 1, 16
-    if args.child:
-        run_variant(args, args.child, Path(args.child_out))
-        return 0
     if args.push:
         push_floor(args)
         return 0
@@ -275,8 +277,7 @@ def write(args, results: dict) -> None:
     lag = results["lag1"]["median"]
     lines = [
         "# Overlapped RL (bench/async.py)", "",
-        f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs "
-        f"(shared with other jobs while this ran), torch {__import__('torch').__version__}. Model `{args.model}`, "
+        f"{machine_line()} (shared with other jobs while this ran). Model `{args.model}`, "
         f"{args.prompts} problems x {args.n} samples, max_tokens {args.max_tokens}, {args.parts} parts per step, "
         f"median of {args.steps} steps after {args.warmup_steps} warm-up step(s).", "",
         f"Judge: a rule reward after a service time of {args.judge_ratio:.1f}x the generation time of the part it "
@@ -305,8 +306,8 @@ def write(args, results: dict) -> None:
     md = out / "async.md"
     kept = md.read_text().partition("\n## b. Weight push")[1:] if md.is_file() else ("", "")
     md.write_text("\n".join(lines) + "\n" + "".join(kept))
-    (out / "async.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "passthrough"},
-                                                "results": results}, indent=1))
+    write_results(out, "async", None, {"args": {k: v for k, v in vars(args).items() if k != "passthrough"},
+                                       "results": results}, indent=1)
     print("\n".join(lines))
 
 
@@ -425,7 +426,7 @@ def write_served(args, results: dict) -> None:
     a = proj["assumptions"]
     lines = [
         "", "## c. Bounded lag on a served engine (`--served`)", "",
-        f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC. One `vllm serve` of `{args.model}` on 127.0.0.1 "
+        f"{machine_line()}. One `vllm serve` of `{args.model}` on 127.0.0.1 "
         "with its compute threads bound to core 1; each variant's trainer in its own process on core 0 (one torch "
         f"thread). {args.prompts} problems x {args.n} samples, max_tokens {args.max_tokens}, one part per step, "
         f"judge service time {args.judge_ratio:.1f}x the generation time of the batch it grades; median of "
@@ -471,9 +472,8 @@ def write_served(args, results: dict) -> None:
     text = md.read_text() if md.is_file() else "# Overlapped RL (bench/async.py)\n"
     text = text.split("\n## c. Bounded lag")[0].rstrip("\n") + "\n" + "\n".join(lines) + "\n"
     md.write_text(text)
-    (out / "async_served.json").write_text(json.dumps(
-        {"args": {k: v for k, v in vars(args).items() if k != "passthrough"}, "results": results,
-         "projection": proj}, indent=1))
+    write_results(out, "async_served", None, {"args": {k: v for k, v in vars(args).items() if k != "passthrough"},
+                                              "results": results, "projection": proj}, indent=1)
     print("\n".join(lines))
 
 
