@@ -4,6 +4,7 @@ exact, and every completion carries the version its server really held."""
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -87,12 +88,14 @@ def test_a_server_holding_other_weights_is_stamped_with_them(engine, tiny_model,
     intruder.close()
 
 
-def test_an_unreachable_server_is_retried_counted_and_reported(tmp_path):
+def test_an_unreachable_server_is_retried_counted_and_reported(tmp_path, caplog):
     from qed_lightning.engines.served_engine import ServedEngine, ServedEngineError
     from qed_lightning.engines.vllm_serve import free_port
 
     dead = ServedEngine([f"http://127.0.0.1:{free_port()}"], weights_dir=str(tmp_path), max_attempts=3)
-    with pytest.raises(ServedEngineError, match="failed after 3 attempts: ConnectError"):
-        dead.generate([[1, 2]], SamplingSettings(max_tokens=4))
+    with caplog.at_level(logging.WARNING, logger="qed_lightning.engines.served_engine"):
+        with pytest.raises(ServedEngineError, match="failed after 3 attempts: ConnectError"):
+            dead.generate([[1, 2]], SamplingSettings(max_tokens=4))
     assert dead.retries == 2
+    assert "ConnectError" in caplog.text and "retrying (attempt 3 of 3)" in caplog.text
     dead.close()

@@ -148,6 +148,7 @@ def test_background_generation_trains_like_generation_in_the_step(served_policy,
     for key in ("rollout/lag_min", "rollout/lag_mean", "rollout/lag_max"):
         assert [r[key] for r in rows] == lags, key
     assert [r["rollout/too_old_samples"] for r in rows] == [0.0] * steps
+    assert [r["rollout/engine_retries"] for r in rows] == [0.0] * steps  # a healthy server: none (and reported)
     assert_same_weights(weights(background), weights(inline))
     start = tiny_model.state_dict()
     assert any(not torch.equal(v, start[k]) for k, v in weights(inline).items())  # the steps did move the weights

@@ -20,7 +20,9 @@ a completion stops at each of them whatever generation config the server started
 """
 from __future__ import annotations
 
+import logging
 import random
+import threading
 import time
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +40,7 @@ from qed_lightning.engines.weights import checkpoint_tensor_names
 __all__ = ["ServedEngine", "ServedEngineError", "served_policy_args"]
 
 SERVER_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
+log = logging.getLogger(__name__)
 
 
 def served_policy_args() -> list[str]:
@@ -90,7 +93,8 @@ class ServedEngine:
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="qed-served")
         self.weight_version = UNKNOWN_VERSION
         self.last_sync: dict[str, float] = {}
-        self.retries = 0
+        self.retries = 0  # requests retried so far (the step log reports it: rollout/engine_retries)
+        self._retries_lock = threading.Lock()  # requests run on a thread pool
 
     # ------------------------------------------------------------------ HTTP
 
@@ -106,7 +110,9 @@ class ServedEngine:
             except httpx.TransportError as err:  # refused, reset, timed out
                 problem = f"{type(err).__name__}: {err}"
             if attempt < self.max_attempts - 1:
-                self.retries += 1
+                with self._retries_lock:
+                    self.retries += 1
+                log.warning("%s: %s; retrying (attempt %d of %d)", url, problem, attempt + 2, self.max_attempts)
                 time.sleep(min(30.0, random.uniform(0, 2 ** attempt)))
         raise ServedEngineError(f"{url}: failed after {self.max_attempts} attempts: {problem}")
 

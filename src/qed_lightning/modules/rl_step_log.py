@@ -10,7 +10,7 @@ __all__ = ["COUNT_METRICS", "log_rl_step"]
 
 # Counts add up over ranks; every other metric is a per-rank mean (or a max or min).
 COUNT_METRICS = frozenset({"train/kept_samples", "rollout/completion_tokens", "rollout/skipped_long_prompts",
-                           "rollout/too_old_samples"})
+                           "rollout/too_old_samples", "rollout/engine_retries"})
 
 
 def log_rl_step(module, step, from_saved, rollouts, adv, keep, totals, grad_norm, ok, lr, seconds) -> None:
@@ -22,6 +22,8 @@ def log_rl_step(module, step, from_saved, rollouts, adv, keep, totals, grad_norm
     metrics.update(module.producer.last_metrics)
     metrics["rollout/from_saved"] = float(from_saved)  # 1: trained on rollouts saved at a preemption
     metrics.update(getattr(module.engine, "last_sync", {}))
+    if hasattr(module.engine, "retries"):  # a served engine's requests retried so far (each rank's client)
+        metrics["rollout/engine_retries"] = float(module.engine.retries)
     # Under DDP each rank holds equal shares of the step (whole groups, same n):
     # the mean over ranks of a rank's mean is the step's mean; maxima take the max.
     sync = module.trainer.world_size > 1
