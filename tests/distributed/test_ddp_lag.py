@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.distributed.launch import final_weights, qed_fit, run_dir, step_metrics
+from tests.distributed.launch import final_weights, run_dir, step_metrics
+from tests.distributed.test_ddp_rl import _fit as ddp_rl_fit
 from tests.distributed.test_ddp_rl import _records
 
 pytestmark = pytest.mark.slow
@@ -19,16 +20,8 @@ STEPS = 3
 
 
 def _fit(model_dir: Path, root: Path, devices: int, *extra: str) -> None:
-    qed_fit([
-        "--config", "configs/demo/rl.yaml",
-        f"--model.model={model_dir}", "--model.judge=qed_lightning.judging.RuleJudge",
-        "--model.judge.rule=qed_lightning.judging.rules:share_of_letter_e", "--model.judge.answer_mode=whole",
-        "--model.engine.max_model_len=512", "--model.engine.kv_cache_memory_bytes=33554432",
-        "--model.sampling.max_tokens=24", "--model.sampling.n=4", "--model.sampling.temperature=1.0",
-        "--model.advantage=batch_std", "--model.lr=0.02", "--model.micro_batch_tokens=256", "--model.max_lag=1",
-        "--data.prompts_per_step=4", f"--trainer.max_steps={STEPS}", "--checkpoint.every_n_train_steps=1",
-        "--checkpoint.keep_last=-1", *extra,
-    ], root, devices, "ddp")
+    lag = ["--model.max_lag=1", "--checkpoint.every_n_train_steps=1", "--checkpoint.keep_last=-1"]
+    ddp_rl_fit(model_dir, root, devices, "ddp", STEPS, *lag, *extra)
 
 
 def test_two_ranks_with_lag_1_train_like_one_process(tiny_model_dir, tiny_model, tmp_path):

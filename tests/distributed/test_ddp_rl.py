@@ -26,7 +26,8 @@ from tests.distributed.launch import final_weights, qed_fit, run_dir, step_metri
 pytestmark = pytest.mark.slow
 
 
-def _fit(model_dir: Path, root: Path, devices: int, strategy: str = "ddp", steps: int = 2) -> None:
+def _fit(model_dir: Path, root: Path, devices: int, strategy: str = "ddp", steps: int = 2, *extra: str) -> None:
+    """The demo RL config on the tiny model with a rule judge; ``extra`` flags override."""
     qed_fit([
         "--config", "configs/demo/rl.yaml",
         f"--model.model={model_dir}", "--model.judge=qed_lightning.judging.RuleJudge",
@@ -35,6 +36,7 @@ def _fit(model_dir: Path, root: Path, devices: int, strategy: str = "ddp", steps
         "--model.sampling.max_tokens=24", "--model.sampling.n=4", "--model.sampling.temperature=1.0",
         "--model.advantage=batch_std", "--model.lr=0.02", "--model.micro_batch_tokens=256",
         "--data.prompts_per_step=4", f"--trainer.max_steps={steps}", f"--checkpoint.every_n_train_steps={steps}",
+        *extra,
     ], root, devices, strategy)
 
 

@@ -7,7 +7,6 @@
   the middle reproduces the uninterrupted run bit for bit, a run not longer than the
   lag ends, and the reward still rises on the learning test's task.
 """
-import csv
 import json
 import os
 import subprocess
@@ -18,6 +17,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from launcher_env import launcher_free_environ
+from test_grpo_learns import RewardLog, share_of_e
+from test_preemption import metric_rows, policy_weights, run_dir
 
 from qed_lightning.cli import run_cli
 from qed_lightning.contracts import SamplingSettings
@@ -37,18 +38,6 @@ def problems_file(tmp_path, count=8):
     path.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"Say something about {i}.", "rubrics": "-"}) + "\n"
                             for i in range(count)))
     return path
-
-
-def share_of_e(problem, answer):  # the learning test's reward (tests/integration/test_grpo_learns.py)
-    return min(7, round(14 * answer.lower().count("e") / max(len(answer), 1)))
-
-
-class RewardLog(pl.Callback):
-    def __init__(self):
-        self.rewards = []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.rewards.append(float(trainer.callback_metrics["reward"]))
 
 
 def fit(tmp_path, steps, *, lr=2e-3, n=4, prompts=4, max_tokens=16, rule=RULE, **module_args):
@@ -86,7 +75,7 @@ def test_a_run_not_longer_than_the_lag_ends(tiny_model_dir, tmp_path, max_lag, s
 def test_reward_still_rises_with_lag_1(tiny_model_dir, tmp_path):
     """The learning test's task and settings (tests/integration/test_grpo_learns.py),
     trained one step off-policy with the default correction (tis)."""
-    module, _, rewards = fit(tmp_path, 30, model=str(tiny_model_dir), max_lag=1, n=8, rule=f"{__name__}:share_of_e")
+    module, _, rewards = fit(tmp_path, 30, model=str(tiny_model_dir), max_lag=1, n=8, rule=f"{share_of_e.__module__}:share_of_e")
     assert module.hparams.mismatch_correction == "tis"
     r = torch.tensor(rewards)
     first, last = r[:5], r[-5:]
@@ -110,20 +99,6 @@ def args(model_dir, root, steps, *extra):
         "--checkpoint.every_n_train_steps=1", "--checkpoint.keep_last=-1", "--export.enabled=false",
         "--ckpt_path=last", *extra,
     ]
-
-
-def run_dir(root):
-    return root / "demo-rl" / "run"
-
-
-def policy_weights(path):
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    return {k: v for k, v in state.items() if k.startswith("policy.")}
-
-
-def metric_rows(root):
-    with (run_dir(root) / "metrics.csv").open() as f:
-        return [r for r in csv.DictReader(f) if r.get("reward/mean")]
 
 
 def test_lag_1_stamps_metrics_and_a_kill_and_resume_mid_lag(tiny_model_dir, tmp_path):

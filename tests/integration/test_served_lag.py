@@ -21,6 +21,7 @@ from qed_lightning.modules import GRPOModule
 from qed_lightning.modules.rl_settings import EngineSettings, RecordSettings
 from qed_lightning.rollouts import RolloutDataModule
 from test_overlapped_rl import RULE, problems_file
+from test_preemption import assert_same_weights
 
 pytestmark = pytest.mark.slow
 
@@ -125,11 +126,6 @@ def fit(tmp_path, server, model_dir, steps, max_lag, background=None, ckpt_path=
 
 def weights(module):
     return {k: v.clone() for k, v in module.policy.state_dict().items()}
-
-
-def assert_same_weights(got, want):
-    different = [k for k in want if not torch.equal(got[k], want[k])]
-    assert not different, different[:3]
 
 
 @pytest.mark.parametrize("max_lag", [1, 2])

@@ -254,5 +254,5 @@ def test_gspo_clip_count_counts_the_tokens_of_clipped_sequences():
     rollouts = build_rollout_batch([Problem("a", "A")], [group], [Verdict(7), Verdict(0)], torch.tensor([1.0, 0.0]),
                                    torch.ones(2, dtype=torch.bool), pad_id=0)
     out = step_metrics(rollouts, torch.tensor([0.5, -0.5]), torch.ones(2, dtype=torch.bool), totals, 0.0, True,
-                       1e-6, {"rollout": 1.0, "train": 1.0, "sync": 0.0})
+                       1e-6, {"rollout": 1.0, "train": 1.0, "sync": 0.0, "drain": 0.0})
     assert out["train/clip_fraction"] == pytest.approx(2 / 3)

@@ -6,6 +6,7 @@ import inspect
 import warnings
 
 from qed_lightning.contracts import Problem, SamplingSettings
+from qed_lightning.engines.build import ENGINES_ELSEWHERE
 from qed_lightning.rollouts.datamodule import problems_for_step
 
 __all__ = ["LagWarning", "check_background_judge", "check_lag_settings", "check_schedule", "clip_eps",
@@ -62,8 +63,6 @@ def check_schedule(max_lag: int, judge_overlap: bool, rollout_chunks: int, sampl
     """The RL step's overlap settings (``max_lag``, ``judge_overlap``,
     ``background_generation``) against each other and the rest of the run's, checked
     once when the module is built."""
-    from qed_lightning.engines.build import ENGINES_ELSEWHERE
-
     if max_lag < 0:
         raise ValueError(f"max_lag must be >= 0, got {max_lag}")
     if background_generation and max_lag < 1:

@@ -28,7 +28,7 @@ def step_metrics(rollouts: RolloutBatch, adv: torch.Tensor, keep: torch.Tensor, 
         "reward/success_rate": float((scores == 7).float().mean()),
         "rollout/completion_tokens_mean": float(lengths.mean()), "rollout/completion_tokens_max": float(lengths.max()),
         "time/rollout_s": seconds["rollout"], "time/train_s": seconds["train"], "time/sync_s": seconds["sync"],
-        "time/drain_s": seconds.get("drain", 0.0),
+        "time/drain_s": seconds["drain"],
         "time/train_tokens_per_s": totals["token_count"] / max(seconds["train"], 1e-9),
         **importance_metrics(totals),
     }
