@@ -66,6 +66,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     opts = parser.parse_args()
+    if opts.steps < 3:
+        # the signal comes during step 1; at the run's last step the trainer ends on its own
+        # and the preemption callback has nothing to save early, so step 1 must not be the last
+        parser.error(f"--steps {opts.steps}: needs at least 3 (signals come at step 1, which must not be the last step)")
     from qed_lightning.cli import run_cli
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -179,6 +179,9 @@ def _demo_examples(tokenizer, max_length: int):
     examples, _ = rows_to_sft_examples(iter_rows("demo"), columns)
     rendered = [render_sft_example(tokenizer, e) for e in examples]
     kept = [r for r in rendered if len(r.input_ids) <= max_length]
+    if not kept:  # an empty sample pool would make the step schedule loop forever
+        shortest = min(len(r.input_ids) for r in rendered)
+        raise SystemExit(f"--max-length {max_length}: no demo example fits (the shortest renders to {shortest} tokens)")
     return examples, kept, len(rendered) - len(kept)
 
 
