@@ -65,7 +65,9 @@ if [ "$restarts" = 0 ]; then
     exit 0
   }
   trap on_usr1 USR1
-  sleep 120 & sleeper=$!
+  # The signal goes to every process of the step: a plain `sleep` child would die of it
+  # and could end the wait before this shell's trap runs, so the sleeper ignores USR1.
+  ( trap '' USR1; exec sleep 120 ) & sleeper=$!
   echo "run 0 waiting"
   wait "$sleeper"
   echo "run 0 was not signalled"
