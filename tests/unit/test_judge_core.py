@@ -133,6 +133,17 @@ def test_constrained_verdict_sends_the_format_regex():
     assert seen == [r"[^<>]{0,1000}<points>(0|1|6|7) out of 7</points>"]
 
 
+def test_the_same_proofs_make_the_same_prompts_in_every_call():
+    # what a seeded grader needs to repeat its verdicts from run to run (a random proof
+    # fence made every prompt new, and the demo's rewards changed between runs)
+    first, second = ScriptedClient(), ScriptedClient()
+    items = [item("Since 2 = 2*1."), item("2 is even."), item("Since 2 = 2*1.")]
+    LLMJudge(first, answer_mode="whole").grade(items)
+    LLMJudge(second, answer_mode="whole").grade(items)
+    assert first.prompts == second.prompts and len(first.prompts) == 3
+    assert first.prompts[0] == first.prompts[2] != first.prompts[1]
+
+
 def bad_rule(problem, answer):
     raise RuntimeError("checker crashed")
 

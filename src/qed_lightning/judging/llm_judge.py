@@ -1,6 +1,7 @@
 """A judge backed by a grader model: template in, verdict out.
 
-Each item gets its own random fence tag around the proof, is looked up in the
+Each item gets a fence around its proof tagged with the proof's own hash (random-looking
+to the grader, as the prompts say, and the same in every run), is looked up in the
 verdict cache, and otherwise goes to the ``CompletionClient`` (HTTP server or an
 in-process engine). Replies are parsed with the template's verdict format.
 """
@@ -13,7 +14,7 @@ from qed_lightning.contracts import Problem, Verdict
 from qed_lightning.judging.base import BaseJudge
 from qed_lightning.judging.cache import VerdictCache, cache_key
 from qed_lightning.judging.client import CompletionClient, JudgeRequest
-from qed_lightning.judging.templates import FIELDS, load_template, new_fence_tag
+from qed_lightning.judging.templates import FIELDS, load_template, proof_fence_tag
 from qed_lightning.judging.verdicts import parse_verdict
 
 __all__ = ["LLMJudge"]
@@ -75,7 +76,7 @@ class LLMJudge(BaseJudge):
         keys = [self._key(p, a) for p, a in zip(problems, answers)] if cache is not None else [None] * len(answers)
         verdicts: list[Verdict | None] = [cache.get(k) if cache is not None else None for k in keys]
         todo = [i for i, v in enumerate(verdicts) if v is None]
-        tags = {i: new_fence_tag(answers[i]) for i in todo}
+        tags = {i: proof_fence_tag(answers[i]) for i in todo}
         regex = (self.template.verdict.constrained(self.template.scale, self.constrained_preamble_chars)
                  if self.constrained_verdict else None)
         requests = [JudgeRequest(self.template.render(problems[i], answers[i], tags[i]), regex) for i in todo]

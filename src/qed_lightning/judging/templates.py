@@ -21,8 +21,8 @@ when the first batch is graded.
 """
 from __future__ import annotations
 
+import hashlib
 import re
-import secrets
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,7 +33,7 @@ import yaml
 from qed_lightning.contracts import Problem
 from qed_lightning.judging.verdicts import VERDICT_POSITIONS, VerdictFormat, get_verdict_format
 
-__all__ = ["BUILTIN_TEMPLATES", "FIELDS", "PromptTemplate", "load_template", "new_fence_tag"]
+__all__ = ["BUILTIN_TEMPLATES", "FIELDS", "PromptTemplate", "load_template", "proof_fence_tag"]
 
 # name -> package file under qed_lightning/prompts
 BUILTIN_TEMPLATES = {
@@ -58,13 +58,24 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.DOTALL)
 
 
-def new_fence_tag(proof: str) -> str:
-    """A random tag for the proof fence that the proof itself does not contain, so
-    a proof cannot close its own fence (it was written before the tag existed)."""
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def proof_fence_tag(proof: str) -> str:
+    """The tag of the proof's fence: 16 hex digits hashed from the proof itself.
+
+    A proof cannot close its own fence: it would have to contain its own hash (and a tag
+    that does occur in it is hashed again with a counter). Derived rather than random, so
+    the same proof always makes the same prompt, and a seeded grader gives the same
+    verdict from run to run.
+    """
+    attempt = 0
     while True:
-        tag = secrets.token_hex(8)
+        tag = _digest(f"{attempt}:{proof}")
         if tag not in proof:
             return tag
+        attempt += 1
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def parse_verdict(
         fmt: A :class:`VerdictFormat` (its ``at`` picks the first or last tag) or its
             registry name (read at the last tag).
         scale: The allowed scores (``[0, 1, 6, 7]`` for IMO-style grading).
-        fence_tag: The random tag of the prompt's proof fence, to drop echoes of it.
+        fence_tag: The tag of the prompt's proof fence, to drop echoes of it.
     """
     fmt = get_verdict_format(fmt) if isinstance(fmt, str) else fmt
     text = drop_echoed_proof(final_answer(reply), fence_tag)
