@@ -26,16 +26,16 @@ at one gathered tensor plus one chunk). The second round is the measured one and
 not slowed by checks. ``engine_copy_exact`` is true when every engine tensor was
 delivered and equal on every rank in both variants; ``check`` has the details.
 
-Parts ``rl``, ``rl_fsdp2``, ``sft_fsdp2``, ``sft_zero3`` (N GPUs): a 2-step ``qed fit``
+Parts ``rl``, ``rl_fsdp2``, ``sft_fsdp2`` (N GPUs): a 2-step ``qed fit``
 of the tiny model with ``--trainer.devices=N`` and DDP, FSDP2 (``ModelParallelStrategy``)
-or DeepSpeed ZeRO-3; RL with one colocated CUDA vLLM engine per rank. Each passes when
+; RL with one colocated CUDA vLLM engine per rank (DeepSpeed is not among them:
+the modules refuse it, see ``modules/collective_steps.check_step_strategy``). Each passes when
 the run ends, both steps logged a finite loss and (RL) every rank wrote its rollouts.
-Written, not run: the machines this project has been lent have no vLLM or deepspeed
-in their image, and the session that wrote them had no GPU at all.
+Written, not run: the machines this project has been lent have no vLLM in their image, and the session that wrote them had no GPU at all.
 
 Run: ``torchrun --nproc_per_node=<GPUs> bench/gpu_dist.py gather`` (CPU smoke:
 ``torchrun --nproc_per_node=2 bench/gpu_dist.py gather --cpu --layers 2 --hidden 256
---intermediate 512 --vocab 1024``); ``python bench/gpu_dist.py rl --gpus 2`` (likewise ``rl_fsdp2``, ``sft_fsdp2``, ``sft_zero3``).
+--intermediate 512 --vocab 1024``); ``python bench/gpu_dist.py rl --gpus 2`` (likewise ``rl_fsdp2``, ``sft_fsdp2``).
 Writes ``<out>/gpu_dist_<part>.json`` from rank 0.
 """
 from __future__ import annotations
@@ -230,15 +230,13 @@ RUNS = {
                                           "--model.engine.gpu_memory_utilization=0.2",
                                           "--model.sampling.max_tokens=32"], "FSDP2"),
     "sft_fsdp2": ("configs/demo/sft.yaml", ["--data.samples_per_step=8"], "FSDP2"),
-    "sft_zero3": ("configs/demo/sft.yaml", ["--data.samples_per_step=8", "--trainer.precision=bf16-mixed"],
-                  ["--trainer.strategy=deepspeed_stage_3"]),
 }
 
 
 def qed_fit_on_gpus(args) -> dict:
     """A short ``qed fit`` of the tiny model on every GPU with the part's strategy;
     passes when the run ends, every step logged a finite loss, and (RL) every rank
-    wrote its rollout records. Colocated RL needs CUDA vLLM; ZeRO-3 needs deepspeed."""
+    wrote its rollout records. Colocated RL needs CUDA vLLM."""
     import csv
     import math
 
