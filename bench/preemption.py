@@ -25,13 +25,11 @@ import argparse
 import csv
 import datetime as _dt
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
 from harness import REPO, median, write_results
 
-sys.path.insert(0, str(REPO / "tests" / "integration"))  # preemption_hooks: the signal at a chosen point
 
 
 def args(model: str, root: Path, steps: int, *extra: str) -> list[str]:
@@ -47,7 +45,7 @@ def args(model: str, root: Path, steps: int, *extra: str) -> list[str]:
 
 
 def signal_at(step: int, when: str) -> str:
-    return ('--trainer.callbacks+={"class_path": "preemption_hooks.SignalAtStep", '
+    return ('--trainer.callbacks+={"class_path": "qed_lightning.testing.interruptions.SignalAtStep", '
             f'"init_args": {{"step": {step}, "when": "{when}"}}}}')
 
 

@@ -8,7 +8,6 @@
   lag ends, and the reward still rises on the learning test's task.
 """
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,9 +116,8 @@ def test_lag_1_stamps_metrics_and_a_kill_and_resume_mid_lag(tiny_model_dir, tmp_
 
     # killed at the start of step 3: last.ckpt is step 3's, holding batch 3 (generated at step 2) graded
     killed_root = tmp_path / "killed"
-    env = launcher_free_environ(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
-                                                           os.environ.get("PYTHONPATH", "")]))
-    hook = '--trainer.callbacks+={"class_path": "preemption_hooks.KillAtStep", "init_args": {"step": 3}}'
+    env = launcher_free_environ()
+    hook = '--trainer.callbacks+={"class_path": "qed_lightning.testing.interruptions.KillAtStep", "init_args": {"step": 3}}'
     killed = subprocess.run([sys.executable, "-m", "qed_lightning", *args(tiny_model_dir, killed_root, 6), hook],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert killed.returncode == -9, killed.stderr[-3000:]

@@ -9,7 +9,6 @@ deterministic for the same inputs, and a checkpoint restores every input (weight
 AdamW moments, scheduler, RNG, stream position, per-sample seeds).
 """
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from qed_lightning.cli import run_cli
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-HOOKS = "preemption_hooks"  # tests/integration/preemption_hooks.py
+HOOKS = "qed_lightning.testing.interruptions"
 
 
 def args(model_dir, root, steps, *extra):
@@ -102,8 +101,7 @@ def test_rollout_samples_reach_tensorboard_as_a_table(reference):
 
 
 def test_sigkill_after_three_steps_then_resume_matches_six_steps(reference, tiny_model_dir, tmp_path):
-    env = launcher_free_environ(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
-                                                           os.environ.get("PYTHONPATH", "")]))
+    env = launcher_free_environ()
     killed = subprocess.run([sys.executable, "-m", "qed_lightning", *args(tiny_model_dir, tmp_path, 6),
                              hook("KillAtStep", step=3)], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)

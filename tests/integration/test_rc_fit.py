@@ -85,9 +85,8 @@ def test_rc_preempted_during_rollouts_resumes_to_the_same_weights(tiny_model_dir
     """A signal during step 1's reason -> summarize cycles: the step's states and rollouts
     are saved with the checkpoint, and the resumed run ends where an uninterrupted one
     does, bit for bit (summarizer and policy samples are seeded per sample)."""
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # preemption_hooks
     whole = run_cli(overrides(tiny_model_dir, tmp_path / "whole", 3))
-    signal_at_step_1 = ('--trainer.callbacks+={"class_path": "preemption_hooks.SignalAtStep", '
+    signal_at_step_1 = ('--trainer.callbacks+={"class_path": "qed_lightning.testing.interruptions.SignalAtStep", '
                         '"init_args": {"step": 1, "when": "before_rollouts"}}')
     cut = run_cli(overrides(tiny_model_dir, tmp_path / "cut", 3) + [signal_at_step_1])
     assert cut.trainer.global_step == 1

@@ -19,7 +19,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow,
               pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two tasks on one node need two CPUs")]
 
 ROOT = Path(__file__).resolve().parents[2]
-HOOKS = ROOT / "tests" / "integration"  # preemption_hooks.SleepEachStep
 
 
 def cpu_template(tmp_path: Path) -> Path:
@@ -38,15 +37,14 @@ def cpu_template(tmp_path: Path) -> Path:
 def submit(cluster, script: Path, root: Path, model_dir: Path) -> int:
     root.mkdir()
     env = {"QED_HOME": str(ROOT), "QED": f"{sys.executable} -m qed_lightning", "QED_ACCELERATOR": "cpu",
-           "CONFIG": str(ROOT / "configs/demo/sft.yaml"),
-           "PYTHONPATH": os.pathsep.join([str(HOOKS), os.environ.get("PYTHONPATH", "")])}
+           "CONFIG": str(ROOT / "configs/demo/sft.yaml")}
     fit_args = [  # the batch script's arguments go to `qed fit`
         f"--model.model={model_dir}", f"--trainer.logger.init_args.save_dir={root}",
         f"--trainer.default_root_dir={root}", "--trainer.strategy=ddp", "--trainer.max_epochs=2",
         "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0", "--data.val_fraction=0",
         "--data.samples_per_step=4", "--model.lr=1e-3", "--checkpoint.every_n_train_steps=100",
         "--export.enabled=false",
-        '--trainer.callbacks+={"class_path": "preemption_hooks.SleepEachStep", "init_args": {"seconds": 0.5}}',
+        '--trainer.callbacks+={"class_path": "qed_lightning.testing.interruptions.SleepEachStep", "init_args": {"seconds": 0.5}}',
     ]
     return cluster.submit(script, env=env, extra_args=["--output", str(root / "job.out"), "--chdir", str(root)],
                           script_args=fit_args)

@@ -1,5 +1,7 @@
-"""Callbacks that interrupt a run the way clusters do, for the preemption tests
-(imported by class path, also from `qed fit` subprocesses)."""
+"""Callbacks that interrupt a run the way clusters do, for the preemption tests and
+``bench/preemption.py``: named by class path in a config or a ``--trainer.callbacks+=``
+flag (``qed_lightning.testing.interruptions.SignalAtStep``), so a ``qed fit``
+subprocess finds them too."""
 from __future__ import annotations
 
 import os
