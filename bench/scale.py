@@ -192,11 +192,18 @@ def cpu_markdown(result: dict) -> str:
               f"{result['allreduce_s']:.3f} s = {ratios['communication_share_of_2p_train']:.1%} of the 2-process "
               "train time (DDP syncs once per step with qed's accumulation).",
               "", "Both runs have the same 2 cores: one process uses both for its threads, two processes one each "
-              "(each rank pinned to its core). So the ratio is the cost of going distributed, not a speed-up: "
-              "generation is a little slower split in two (each engine batches half the requests), training a "
-              "little faster (two single-threaded processes use the cores better than one two-threaded one), "
-              "and the weight push is per-rank work that does not shrink.", ""]
+              "(each rank pinned to its core). So the ratio is the cost of going distributed, not a speed-up. "
+              f"Here generation takes {_ratio(two, one, 'rollout/generate_s')} the 1-process time split in two (each engine batches half "
+              f"the requests), training {_ratio(two, one, 'time/train_s')} (of which the all-reduce above is "
+              f"{ratios['communication_share_of_2p_train']:.1%}; the rest is how one two-threaded process and two "
+              "single-threaded ones use the shared cores, which moves from run to run), and the weight push "
+              f"{_ratio(two, one, 'time/sync_s')} (per-rank work that does not shrink).", ""]
     return "\n".join(lines)
+
+
+def _ratio(two: dict, one: dict, key: str) -> str:
+    ratio = two[key] / one[key]
+    return f"{ratio:.2f}x"
 
 
 def main() -> None:
