@@ -27,6 +27,17 @@ def test_constrained_in_process_judge_grades_and_refuses_long_prompts(judge_clie
     assert all(v.raw.endswith("</score>") for v in verdicts[:4])
 
 
+def test_constrained_grading_compiles_grammars_inline_and_repeats_itself(judge_client):
+    # with vLLM's background compilation the engine step a constrained request joins
+    # depends on thread timing, and with it the batches and the sampled verdicts: the
+    # demo judge's scores changed from run to run (vllm_engine.compile_grammars_inline)
+    manager = judge_client.engine.llm.llm_engine.engine_core.engine_core.structured_output_manager
+    assert judge_client.engine.grammars_inline and manager._use_async_grammar_compilation is False
+    judge = LLMJudge(judge_client, constrained_verdict=True, answer_mode="whole", constrained_preamble_chars=100)
+    items = [GradingItem(PROBLEM, f"Proof {i}: 2 = 2*{i}.") for i in range(4)]
+    assert [v.raw for v in judge.grade(items)] == [v.raw for v in judge.grade(items)]
+
+
 def test_a_push_into_the_policy_engine_leaves_the_judge_engine_alone(judge_client, vllm_engine, tiny_model):
     greedy = SamplingSettings(temperature=0.0, max_tokens=8)
     before = judge_client.engine.generate([[5, 6, 7]], greedy)[0][0].completion_ids

