@@ -27,11 +27,12 @@ not slowed by checks. ``engine_copy_exact`` is true when every engine tensor was
 delivered and equal on every rank in both variants; ``check`` has the details.
 
 Parts ``rl``, ``rl_fsdp2``, ``sft_fsdp2`` (N GPUs): a 2-step ``qed fit``
-of the tiny model with ``--trainer.devices=N`` and DDP, FSDP2 (``ModelParallelStrategy``)
-; RL with one colocated CUDA vLLM engine per rank (DeepSpeed is not among them:
-the modules refuse it, see ``modules/collective_steps.check_step_strategy``). Each passes when
-the run ends, both steps logged a finite loss and (RL) every rank wrote its rollouts.
-Written, not run: the machines this project has been lent have no vLLM in their image, and the session that wrote them had no GPU at all.
+of the tiny model with ``--trainer.devices=N`` and DDP or FSDP2 (``ModelParallelStrategy``;
+DeepSpeed is not among them: the modules refuse it, see
+``modules/collective_steps.check_step_strategy``); RL with one colocated CUDA vLLM engine
+per rank. Each passes when the run ends, both steps logged a finite loss and (RL) every
+rank wrote its rollouts. Written, not run: the machines this project has been lent have
+no vLLM in their image, and the session that wrote them had no GPU at all.
 
 Run: ``torchrun --nproc_per_node=<GPUs> bench/gpu_dist.py gather`` (CPU smoke:
 ``torchrun --nproc_per_node=2 bench/gpu_dist.py gather --cpu --layers 2 --hidden 256

@@ -31,7 +31,6 @@ from pathlib import Path
 from harness import REPO, median, write_results
 
 
-
 def args(model: str, root: Path, steps: int, *extra: str) -> list[str]:
     return [
         "fit", "--config", str(REPO / "configs/demo/rl.yaml"), f"--model.model={model}",

@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import REPO, interleaved, median, write_results
+from harness import REPO, fmt, interleaved, median, ratio, write_results
 
 STAGES = ("time/rollout_s", "time/train_s", "time/sync_s", "rollout/generate_s", "rollout/judge_s")
 
@@ -193,17 +193,12 @@ def cpu_markdown(result: dict) -> str:
               "train time (DDP syncs once per step with qed's accumulation).",
               "", "Both runs have the same 2 cores: one process uses both for its threads, two processes one each "
               "(each rank pinned to its core). So the ratio is the cost of going distributed, not a speed-up. "
-              f"Here generation takes {_ratio(two, one, 'rollout/generate_s')} the 1-process time split in two (each engine batches half "
-              f"the requests), training {_ratio(two, one, 'time/train_s')} (of which the all-reduce above is "
+              f"Here generation takes {fmt(ratio(two['rollout/generate_s'], one['rollout/generate_s']))}x the 1-process time split in two (each engine batches half "
+              f"the requests), training {fmt(ratio(two['time/train_s'], one['time/train_s']))}x (of which the all-reduce above is "
               f"{ratios['communication_share_of_2p_train']:.1%}; the rest is how one two-threaded process and two "
               "single-threaded ones use the shared cores, which moves from run to run), and the weight push "
-              f"{_ratio(two, one, 'time/sync_s')} (per-rank work that does not shrink).", ""]
+              f"{fmt(ratio(two['time/sync_s'], one['time/sync_s']))}x (per-rank work that does not shrink).", ""]
     return "\n".join(lines)
-
-
-def _ratio(two: dict, one: dict, key: str) -> str:
-    ratio = two[key] / one[key]
-    return f"{ratio:.2f}x"
 
 
 def main() -> None:

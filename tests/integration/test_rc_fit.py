@@ -81,7 +81,7 @@ def test_test_time_rc_runs_its_iterations_and_counts_tokens(vllm_engine, tiny_qw
         assert proof.answer.text == t.reasoning[-1].text.strip() or proof.answer.skip == "empty"
 
 
-def test_rc_preempted_during_rollouts_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch):
+def test_rc_preempted_during_rollouts_resumes_to_the_same_weights(tiny_model_dir, tmp_path):
     """A signal during step 1's reason -> summarize cycles: the step's states and rollouts
     are saved with the checkpoint, and the resumed run ends where an uninterrupted one
     does, bit for bit (summarizer and policy samples are seeded per sample)."""
